@@ -1,0 +1,219 @@
+"""Accept: validate, apply policy, render, scan, and write to the outbox in one transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import addresses, mime
+from .config import Settings
+from .errors import InvalidMessage, MessageRefused, UnknownTopic
+from .policy import CATEGORIES, decide
+from .render import RESERVED, Draft, Renderer
+from .store import Store, Topic
+from .tokens import Signer
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: str  # queued | suppressed | blocked
+    reason: str = ""
+    message_id: str | None = None
+    blocked_urls: tuple[str, ...] = ()
+
+    @property
+    def queued(self) -> bool:
+        return self.status == "queued"
+
+    def raise_for_status(self) -> SendResult:
+        if self.status != "queued":
+            raise MessageRefused(self.status, self.reason)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "status": self.status,
+            "reason": self.reason or None,
+            "message_id": self.message_id,
+        }
+        if self.blocked_urls:
+            data["blocked_urls"] = list(self.blocked_urls)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    to: str
+    subject: str
+    html: str | None = None
+    text: str | None = None
+    category: str = "transactional"
+    topic: str | None = None
+    headers: Mapping[str, str] | None = None
+    context: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+class Accepter:
+    def __init__(
+        self, settings: Settings, store: Store, signer: Signer, renderer: Renderer
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.signer = signer
+        self.renderer = renderer
+        self._topics: dict[str, Topic] = {}
+
+    async def topic(self, slug: str) -> Topic:
+        topic = self._topics.get(slug)
+        if topic is None:
+            topic = await self.store.get_topic(slug)
+            if topic is None:
+                raise UnknownTopic(
+                    f"unknown topic {slug!r}: create it with `gateway topics add {slug} --name …`"
+                )
+            self._topics[slug] = topic
+        return topic
+
+    async def draft(self, req: SendRequest) -> Draft:
+        """Everything that can be wrong with a request, found before anything is written."""
+        to = addresses.normalize(req.to)
+        if req.category not in CATEGORIES:
+            raise InvalidMessage(
+                f"category must be one of {', '.join(CATEGORIES)}, not {req.category!r}"
+            )
+        topic = None
+        if req.category == "marketing":
+            if not req.topic:
+                raise InvalidMessage(
+                    "marketing mail needs a topic: the recipient must have opted in to it (AD-4)"
+                )
+            topic = await self.topic(req.topic)
+        elif req.topic:
+            raise InvalidMessage("a topic applies to marketing mail only")
+        if not (req.subject or "").strip():
+            raise InvalidMessage("the subject is empty")
+        mime.check_header("Subject", req.subject)
+        if not (req.html or "").strip() and not (req.text or "").strip():
+            raise InvalidMessage("the message has no body: give html, text or both")
+        label = self.settings.ad_label
+        if req.category != "marketing" and label and req.subject.lstrip().startswith(label):
+            raise InvalidMessage(f"only marketing mail carries the {label} label (AD-5)")
+        headers = []
+        for name, value in (req.headers or {}).items():
+            mime.check_header(name, value)
+            lowered = name.lower()
+            if lowered.startswith("list-"):
+                continue  # LU-1: only the gateway's own List-* headers go out
+            if lowered in RESERVED:
+                raise InvalidMessage(f"header {name} is set by the gateway and cannot be supplied")
+            headers.append((name, mime.encode_text(value)))
+        return Draft(
+            to=to,
+            subject=req.subject,
+            html=req.html or None,
+            text=req.text or None,
+            category=req.category,
+            topic=topic,
+            headers=tuple(headers),
+            context=dict(req.context or {}),
+        )
+
+    async def send(self, req: SendRequest) -> SendResult:
+        return (await self.send_many([req]))[0]
+
+    async def send_many(self, requests: Sequence[SendRequest]) -> list[SendResult]:
+        """Accept a batch: the same checks as one by one, in one transaction. Invalid input
+        anywhere in the batch raises before anything is written."""
+        drafts = [await self.draft(req) for req in requests]
+        now = time.time()
+        results: list[SendResult | None] = [None] * len(drafts)
+        rows: list[dict[str, Any]] = []
+        logs: list[dict[str, Any]] = []
+        async with self.store.connection():
+            for i, req in enumerate(requests):
+                if req.idempotency_key:
+                    found = await self.store.find_idempotent(req.idempotency_key)
+                    if found:
+                        results[i] = SendResult("queued", "already accepted", found["message_id"])
+            pending = [i for i in range(len(drafts)) if results[i] is None]
+            standings = await self.store.standings(
+                {drafts[i].to: self.signer.address_hashes(drafts[i].to) for i in pending}
+            )
+            attributes: dict[int, dict[str, str]] = {}
+            for i in pending:
+                draft = drafts[i]
+                standing = standings[draft.to]
+                contact = standing.contact
+                topic_id = draft.topic.id if draft.topic else None
+                base_log = {
+                    "contact_id": contact.id if contact else None,
+                    "email": draft.to,
+                    "category": draft.category,
+                    "topic_id": topic_id,
+                    "created_at": now,
+                }
+                decision = decide(draft.category, topic_id, standing)
+                if not decision.allowed:
+                    results[i] = SendResult("suppressed", decision.reason)
+                    logs.append(
+                        {
+                            **base_log,
+                            "subject": draft.subject,
+                            "status": "suppressed",
+                            "reason": decision.reason,
+                        }
+                    )
+                    continue
+                if contact is not None and contact.id not in attributes:
+                    attributes[contact.id] = await self.store.contact_attributes(contact.id)
+                rendered = self.renderer.render(
+                    draft, contact, attributes.get(contact.id) if contact else None
+                )
+                if rendered.findings:
+                    urls = tuple(dict.fromkeys(f.url for f in rendered.findings))
+                    reason = "third-party content: " + "; ".join(
+                        dict.fromkeys(f"{f.url} ({f.reason})" for f in rendered.findings)
+                    )
+                    results[i] = SendResult("blocked", reason, None, urls)
+                    logs.append(
+                        {
+                            **base_log,
+                            "subject": rendered.subject,
+                            "status": "blocked",
+                            "reason": reason,
+                        }
+                    )
+                    continue
+                rows.append(
+                    {
+                        "message_id": rendered.message_id,
+                        "contact_id": base_log["contact_id"],
+                        "email": draft.to,
+                        "category": draft.category,
+                        "topic_id": topic_id,
+                        "sender": self.settings.from_address,
+                        "raw": rendered.raw,
+                        "state": "queued",
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "idempotency_key": requests[i].idempotency_key,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                logs.append(
+                    {
+                        **base_log,
+                        "message_id": rendered.message_id,
+                        "subject": rendered.subject,
+                        "status": "accepted",
+                        "reason": None,
+                    }
+                )
+                results[i] = SendResult("queued", "", rendered.message_id)
+            async with self.store.transaction():
+                await self.store.enqueue(rows, logs)
+        return [r for r in results if r is not None]

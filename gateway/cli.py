@@ -1,0 +1,426 @@
+"""The `gateway` command line: every command explains itself with --help and fails in one line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .config import SETTINGS
+from .core import Gateway
+from .errors import GatewayError
+
+Handler = Callable[[Gateway, argparse.Namespace], Awaitable[int]]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line that names the problem and where to read more, instead of usage noise.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def out(args: argparse.Namespace, data: Any, human: str) -> None:
+    print(json.dumps(data, ensure_ascii=False) if getattr(args, "json", False) else human)
+
+
+def read_file(path: str | None, what: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GatewayError(
+            f"cannot read the {what} file {path}: {exc.strerror if isinstance(exc, OSError) else exc}"
+        ) from None
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def cmd_init(gw: Gateway, args: argparse.Namespace) -> int:
+    assert gw.migrated is not None  # opening the gateway created or migrated the schema
+    found, version = gw.migrated
+    state = (
+        "created"
+        if found is None
+        else ("up to date" if found == version else f"migrated from {found}")
+    )
+    out(
+        args,
+        {"schema_version": version, "previous": found, "database": gw.settings.database_url},
+        f"database {gw.settings.database_url}: schema version {version} ({state})",
+    )
+    return 0
+
+
+async def cmd_send(gw: Gateway, args: argparse.Namespace) -> int:
+    html = read_file(args.html, "HTML")
+    text = read_file(args.text, "text")
+    headers: dict[str, str] = {}
+    for item in args.header or []:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise GatewayError(f"--header {item!r} must look like 'Name: value'")
+        headers[name.strip()] = value.strip()
+    result = await gw.send(
+        args.to,
+        args.subject,
+        html,
+        text,
+        category=args.category,
+        topic=args.topic,
+        headers=headers,
+        idempotency_key=args.idempotency_key,
+    )
+    human = (
+        f"{result.status}: {result.message_id}"
+        if result.queued
+        else f"{result.status}: {result.reason}"
+    )
+    out(args, result.as_dict(), human)
+    return 0 if result.queued else 3
+
+
+async def cmd_worker(gw: Gateway, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with console.status("delivering…") as status:
+        stats = await gw.deliver(
+            until_idle=args.until_idle,
+            stop=stop,
+            progress=lambda s: status.update(
+                f"delivering… sent {s.sent}, retrying {s.retried}, failed {s.failed}, suppressed {s.suppressed}"
+            ),
+        )
+    out(
+        args,
+        stats.as_dict(),
+        f"sent {stats.sent}, retry later {stats.retried}, failed {stats.failed}, suppressed {stats.suppressed}",
+    )
+    return 0
+
+
+async def cmd_topics_add(gw: Gateway, args: argparse.Namespace) -> int:
+    topic = await gw.add_topic(args.slug, args.name, double_opt_in=args.double_opt_in)
+    out(
+        args,
+        {
+            "id": topic.id,
+            "slug": topic.slug,
+            "name": topic.name,
+            "double_opt_in": topic.double_opt_in,
+        },
+        f"topic {topic.slug} added",
+    )
+    return 0
+
+
+async def cmd_topics_list(gw: Gateway, args: argparse.Namespace) -> int:
+    rows = await gw.topics()
+    if args.json:
+        out(
+            args,
+            [
+                {"slug": t.slug, "name": t.name, "double_opt_in": t.double_opt_in, "subscribers": n}
+                for t, n in rows
+            ],
+            "",
+        )
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("slug", "name", "double opt-in", "subscribers")
+    for t, n in rows:
+        table.add_row(t.slug, t.name, "yes" if t.double_opt_in else "no", str(n))
+    Console().print(
+        table if rows else "no topics yet: add one with `gateway topics add SLUG --name NAME`"
+    )
+    return 0
+
+
+async def cmd_contacts_add(gw: Gateway, args: argparse.Namespace) -> int:
+    attributes = {}
+    for item in args.attr or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise GatewayError(f"--attr {item!r} must look like key=value")
+        attributes[key.strip()] = value
+    contact, created, started = await gw.add_contact(
+        args.address,
+        name=args.name,
+        phone=args.phone,
+        address=args.postal_address,
+        language=args.language,
+        attributes=attributes,
+        subscribe=args.subscribe or [],
+        source=args.source,
+    )
+    out(
+        args,
+        {"email": contact.email, "created": created, "subscriptions_started": started},
+        f"contact {'added' if created else 'updated'}; {started} subscription(s) started",
+    )
+    return 0
+
+
+async def cmd_contacts_import(gw: Gateway, args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=None, disable=args.json) as progress:
+        task = progress.add_task("importing", total=None)
+        report = await gw.import_contacts(
+            args.file,
+            subscribe=args.subscribe or [],
+            source=args.source,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    human = f"created {report.created}, updated {report.updated}, subscriptions started {report.subscribed}"
+    if report.bad_rows:
+        human += f", {len(report.bad_rows)} bad row(s):\n" + "\n".join(
+            f"  line {line}: {reason}" for line, reason in report.bad_rows
+        )
+    out(args, report.as_dict(), human)
+    return 0 if not report.bad_rows else 4
+
+
+async def cmd_suppress_add(gw: Gateway, args: argparse.Namespace) -> int:
+    added = await gw.suppress(args.address, reason=args.reason, scope=args.scope)
+    out(args, {"added": added}, "suppressed" if added else "already suppressed")
+    return 0
+
+
+async def cmd_suppress_remove(gw: Gateway, args: argparse.Namespace) -> int:
+    removed = await gw.unsuppress(args.address)
+    out(args, {"removed": removed}, f"removed {removed} suppression(s)")
+    return 0
+
+
+async def cmd_suppress_list(gw: Gateway, args: argparse.Namespace) -> int:
+    rows, after = [], 0
+    while True:
+        page = await gw.suppressions(limit=1000, after_id=after)
+        if not page:
+            break
+        rows += page
+        after = page[-1]["id"]
+    if args.json:
+        out(args, rows, "")
+        return 0
+    for r in rows:
+        topic = f" topic={r['topic']}" if r["topic"] else ""
+        print(f"{r['email'] or '(erased)'}\t{r['scope']}{topic}\t{r['reason']}\t{r['source']}")
+    return 0
+
+
+async def cmd_serve(gw: Gateway, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .web.app import create_app
+
+    app = create_app(gw, worker=not args.no_worker)
+    print(f"Gateway preference center on http://{args.host}:{args.port}", flush=True)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
+    await uvicorn.Server(config).serve()
+    return 0
+
+
+async def cmd_settings(gw: Gateway, args: argparse.Namespace) -> int:
+    rows = [{"name": s.env, "default": s.default, "help": s.help} for s in SETTINGS]
+    out(
+        args,
+        rows,
+        "\n".join(f"{s.env}  (default: {s.default or 'unset'})\n    {s.help}" for s in SETTINGS),
+    )
+    return 0
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="gateway",
+        description="Email gateway and preference center: every message is checked against "
+        "suppression lists and consent, scanned for third-party content, and delivered from a "
+        "durable outbox. Configure with GATEWAY_* variables (`gateway settings` lists them).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def command(
+        parent: Any, name: str, handler: Handler, help: str, json_flag: bool = True
+    ) -> Parser:
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        return p
+
+    command(sub, "init", cmd_init, "create or migrate the database (safe to run again)")
+    p = command(
+        sub,
+        "serve",
+        cmd_serve,
+        "run the preference center and the delivery worker",
+        json_flag=False,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve pages only; deliver with `gateway worker` elsewhere",
+    )
+
+    p = command(sub, "worker", cmd_worker, "deliver due messages from the outbox")
+    p.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit once nothing is due (messages waiting for a later retry don't count)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="SMTP connections kept open and used in parallel (default 4)",
+    )
+
+    p = command(
+        sub, "send", cmd_send, "accept one message into the outbox (the worker delivers it)"
+    )
+    p.add_argument("--to", required=True, help="recipient address (one recipient per message)")
+    p.add_argument("--subject", required=True, help="subject; a template like the bodies")
+    p.add_argument("--html", metavar="FILE", help="HTML body template file ('-' for stdin)")
+    p.add_argument(
+        "--text", metavar="FILE", help="text body template file (made from the HTML when omitted)"
+    )
+    p.add_argument(
+        "--category",
+        default="transactional",
+        choices=("transactional", "marketing", "policy"),
+        help="transactional (default), marketing (needs --topic and an opt-in) or policy",
+    )
+    p.add_argument("--topic", metavar="SLUG", help="topic of a marketing message")
+    p.add_argument(
+        "--header", action="append", metavar="'NAME: VALUE'", help="extra header (repeatable)"
+    )
+    p.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="a second send with the same key is not queued again",
+    )
+
+    topics = command(sub, "topics", None, "manage topics people subscribe to", json_flag=False)  # type: ignore[arg-type]
+    tsub = topics.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
+    p = command(tsub, "add", cmd_topics_add, "add a topic")
+    p.add_argument("slug", metavar="SLUG", help="short name used in commands and links, e.g. news")
+    p.add_argument("--name", required=True, help="name shown to people on the preference page")
+    p.add_argument(
+        "--double-opt-in",
+        action="store_true",
+        help="new subscriptions wait for a confirmation click",
+    )
+    command(tsub, "list", cmd_topics_list, "list topics with their number of subscribers")
+
+    contacts = command(sub, "contacts", None, "manage contacts", json_flag=False)  # type: ignore[arg-type]
+    csub = contacts.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
+    p = command(csub, "add", cmd_contacts_add, "add or update a contact")
+    p.add_argument("address", metavar="ADDR", help="email address")
+    p.add_argument("--name")
+    p.add_argument("--phone")
+    p.add_argument(
+        "--address", dest="postal_address", metavar="POSTAL_ADDRESS", help="postal address"
+    )
+    p.add_argument("--language", choices=("vi", "en"))
+    p.add_argument(
+        "--attr",
+        action="append",
+        metavar="KEY=VALUE",
+        help="attribute the person supplied (repeatable)",
+    )
+    p.add_argument(
+        "--subscribe", action="append", metavar="SLUG", help="opt in to a topic (repeatable)"
+    )
+    p.add_argument("--source", default="admin", help="where the consent came from (default admin)")
+    p = command(
+        csub,
+        "import",
+        cmd_contacts_import,
+        "import contacts from CSV (header: email,name,phone,address,language,topics; topics ';'-separated)",
+    )
+    p.add_argument("file", metavar="FILE.csv")
+    p.add_argument(
+        "--subscribe",
+        action="append",
+        metavar="SLUG",
+        help="opt every row in to a topic (repeatable)",
+    )
+    p.add_argument(
+        "--source", default="import", help="where the consent came from (default import)"
+    )
+
+    supp = command(sub, "suppress", None, "manage the suppression list", json_flag=False)  # type: ignore[arg-type]
+    ssub = supp.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
+    p = command(
+        ssub,
+        "add",
+        cmd_suppress_add,
+        "never mail an address again (takes effect for mail already queued)",
+    )
+    p.add_argument("address", metavar="ADDR")
+    p.add_argument(
+        "--reason",
+        default="manual",
+        help="why, e.g. manual (default: blocks all mail) or phone/email (a refusal: stops promotional mail)",
+    )
+    p.add_argument("--scope", choices=("all", "marketing"), help="override what the reason stops")
+    p = command(ssub, "remove", cmd_suppress_remove, "lift a suppression (never an erasure)")
+    p.add_argument("address", metavar="ADDR")
+    command(ssub, "list", cmd_suppress_list, "list suppressions")
+
+    command(sub, "settings", cmd_settings, "list the GATEWAY_* environment variables")
+    return parser
+
+
+async def run(args: argparse.Namespace) -> int:
+    gw = Gateway.from_env(concurrency=getattr(args, "concurrency", 4))
+    async with gw:
+        return await args.handler(gw, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        # `gateway` or `gateway topics` alone: show what there is to do.
+        target = parser
+        if args.command:
+            target = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        target.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="gateway: %(message)s")
+    try:
+        return asyncio.run(run(args))
+    except GatewayError as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback: one line, and how to get the details
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        print(f"gateway: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

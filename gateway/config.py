@@ -1,0 +1,244 @@
+"""Settings read once from GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from email.utils import parseaddr
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+log = logging.getLogger("gateway")
+
+DEV_SECRET_FILE = ".gateway-secret"
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _duration(value: str) -> float:
+    """Seconds, or a number with a unit: 90, 90s, 15m, 12h, 3d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip().lower()
+    scale = units.get(text[-1:], None)
+    number = text[:-1] if scale else text
+    return float(number) * (scale or 1)
+
+
+def _is_local(host: str) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1") or host.endswith((".localhost", ".test"))
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    help: str
+
+
+# Declared as data so `gateway settings` (and the README) can show every knob with its help.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "GATEWAY_DATABASE_URL",
+        "sqlite:///./gateway.db",
+        "database; postgresql://… for several workers",
+    ),
+    Setting(
+        "GATEWAY_SMTP_URL",
+        "maildir://./var/mail",
+        "smtp://user:pass@host:port[?starttls=1], smtps://…, or maildir:///path",
+    ),
+    Setting(
+        "GATEWAY_SECRET_KEYS",
+        "",
+        "comma-separated signing keys, newest first; a development key is kept in .gateway-secret when unset",
+    ),
+    Setting(
+        "GATEWAY_BASE_URL", "http://127.0.0.1:8000", "public base URL of the preference center"
+    ),
+    Setting("GATEWAY_FROM", "Gateway <no-reply@localhost>", "default sender"),
+    Setting(
+        "GATEWAY_FIRST_PARTY_DOMAINS",
+        "",
+        "domains whose links and images are allowed (default: those of GATEWAY_FROM and GATEWAY_BASE_URL)",
+    ),
+    Setting(
+        "GATEWAY_SENDER_NAME",
+        "",
+        "sender's name in the marketing footer (default: the display name of GATEWAY_FROM)",
+    ),
+    Setting("GATEWAY_SENDER_POSTAL_ADDRESS", "", "sender's postal address in the marketing footer"),
+    Setting(
+        "GATEWAY_SENDER_PHONE",
+        "",
+        "sender's phone in the marketing footer; also where refusals by phone go",
+    ),
+    Setting(
+        "GATEWAY_SENDER_WEBSITE",
+        "",
+        "sender's website in the marketing footer (default: GATEWAY_BASE_URL)",
+    ),
+    Setting(
+        "GATEWAY_REFUSAL_ADDRESS",
+        "",
+        "mailbox of the mailto: unsubscribe (default: unsubscribe@ the From domain)",
+    ),
+    Setting(
+        "GATEWAY_INBOUND_SMTP",
+        "",
+        "host:port where bounces, complaints and mailto refusals are received (off when unset)",
+    ),
+    Setting("GATEWAY_DKIM_DOMAIN", "", "DKIM signing domain"),
+    Setting("GATEWAY_DKIM_SELECTOR", "", "DKIM selector"),
+    Setting("GATEWAY_DKIM_KEY_FILE", "", "DKIM private key (PEM)"),
+    Setting(
+        "GATEWAY_RETRY_SCHEDULE",
+        "60,300,1800,7200",
+        "seconds between delivery attempts after a temporary failure",
+    ),
+    Setting("GATEWAY_RETRY_MAX_AGE", "3d", "give up on a message this long after it was accepted"),
+    Setting(
+        "GATEWAY_MARKETING_DAILY_CAP", "3", "marketing messages to one address in any 24 hours"
+    ),
+    Setting(
+        "GATEWAY_AD_LABEL",
+        "[QC]",
+        "subject label of advertising mail (Decree 91/2020); empty turns it off",
+    ),
+    Setting(
+        "GATEWAY_DEFAULT_LANGUAGE",
+        "vi",
+        "language of new contacts and of mail to unknown addresses (vi or en)",
+    ),
+    Setting(
+        "GATEWAY_POLICY_VERSION", "1", "version of the privacy policy recorded with each consent"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///./gateway.db"
+    smtp_url: str = "maildir://./var/mail"
+    secret_keys: tuple[str, ...] = ()
+    base_url: str = "http://127.0.0.1:8000"
+    from_address: str = "no-reply@localhost"
+    from_name: str = "Gateway"
+    first_party_domains: tuple[str, ...] = ()
+    sender_name: str = "Gateway"
+    sender_postal_address: str = ""
+    sender_phone: str = ""
+    sender_website: str = ""
+    refusal_address: str = ""
+    inbound_smtp: str = ""
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_key_file: str = ""
+    retry_schedule: tuple[float, ...] = (60, 300, 1800, 7200)
+    retry_max_age: float = 3 * 86400
+    marketing_daily_cap: int = 3
+    ad_label: str = "[QC]"
+    default_language: str = "vi"
+    policy_version: str = "1"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def from_domain(self) -> str:
+        return self.from_address.rpartition("@")[2].lower()
+
+    @property
+    def base_host(self) -> str:
+        return (urlsplit(self.base_url).hostname or "").lower()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str) -> str:
+            default = next(s.default for s in SETTINGS if s.env == name)
+            return env.get(name, "").strip() or default
+
+        name, address = parseaddr(get("GATEWAY_FROM"))
+        if "@" not in address:
+            raise ConfigError(
+                f"GATEWAY_FROM={get('GATEWAY_FROM')!r} has no email address; use 'Name <addr@domain>'"
+            )
+        base_url = get("GATEWAY_BASE_URL").rstrip("/")
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"GATEWAY_BASE_URL={base_url!r} must be an http(s) URL such as https://mail.example.vn"
+            )
+        if parts.scheme == "http" and not _is_local(parts.hostname):
+            # LU-2: one-click links are https, except on a developer's own machine.
+            raise ConfigError(
+                f"GATEWAY_BASE_URL={base_url!r} must use https (http is for localhost only)"
+            )
+        try:
+            schedule = tuple(_duration(v) for v in _csv(get("GATEWAY_RETRY_SCHEDULE")))
+            max_age = _duration(get("GATEWAY_RETRY_MAX_AGE"))
+            cap = int(get("GATEWAY_MARKETING_DAILY_CAP"))
+        except ValueError as exc:
+            raise ConfigError(f"a retry or cap setting is not a number: {exc}") from None
+        language = get("GATEWAY_DEFAULT_LANGUAGE")
+        if language not in ("vi", "en"):
+            raise ConfigError("GATEWAY_DEFAULT_LANGUAGE must be vi or en")
+        from_domain = address.rpartition("@")[2].lower()
+        first_party = _csv(get("GATEWAY_FIRST_PARTY_DOMAINS").lower()) or tuple(
+            dict.fromkeys(d for d in (from_domain, (parts.hostname or "").lower()) if d)
+        )
+        values: dict[str, object] = dict(
+            database_url=get("GATEWAY_DATABASE_URL"),
+            smtp_url=get("GATEWAY_SMTP_URL"),
+            secret_keys=_csv(get("GATEWAY_SECRET_KEYS")),
+            base_url=base_url,
+            from_address=address,
+            from_name=name,
+            first_party_domains=first_party,
+            sender_name=get("GATEWAY_SENDER_NAME") or name or from_domain,
+            sender_postal_address=get("GATEWAY_SENDER_POSTAL_ADDRESS"),
+            sender_phone=get("GATEWAY_SENDER_PHONE"),
+            sender_website=get("GATEWAY_SENDER_WEBSITE") or base_url,
+            refusal_address=get("GATEWAY_REFUSAL_ADDRESS") or f"unsubscribe@{from_domain}",
+            inbound_smtp=get("GATEWAY_INBOUND_SMTP"),
+            dkim_domain=get("GATEWAY_DKIM_DOMAIN"),
+            dkim_selector=get("GATEWAY_DKIM_SELECTOR"),
+            dkim_key_file=get("GATEWAY_DKIM_KEY_FILE"),
+            retry_schedule=schedule or (60.0,),
+            retry_max_age=max_age,
+            marketing_daily_cap=cap,
+            ad_label=env.get("GATEWAY_AD_LABEL", "[QC]").strip(),
+            default_language=language,
+            policy_version=get("GATEWAY_POLICY_VERSION"),
+        )
+        known = {f.name for f in fields(cls)}
+        for key, value in overrides.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {key!r}")
+            values[key] = value
+        settings = cls(**values)  # type: ignore[arg-type]
+        if not settings.secret_keys:
+            settings = _with_dev_key(settings)
+        return settings
+
+
+def _with_dev_key(settings: Settings) -> Settings:
+    """Keep a generated key beside the database so links survive restarts in development."""
+    from dataclasses import replace
+
+    path = Path(DEV_SECRET_FILE)
+    if path.exists():
+        key = path.read_text().strip()
+    else:
+        key = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+    log.warning("GATEWAY_SECRET_KEYS is unset: using the development key in %s", path.resolve())
+    return replace(settings, secret_keys=(key,))

@@ -1,0 +1,350 @@
+"""`Gateway`: the one object application code, the CLI and the web app talk to."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import addresses
+from .accept import Accepter, SendRequest, SendResult
+from .config import Settings
+from .errors import InvalidInput, InvalidMessage, NotFound, StoreError
+from .render import Renderer
+from .store import Contact, Store, Topic
+from .tokens import Signer
+from .transport import Transport, transport_from_url
+from .worker import Worker, WorkerStats
+
+LANGUAGES = ("vi", "en")
+SUPPRESSION_SCOPES = ("all", "marketing")
+# Refusals recorded by staff (ST-3) stop promotional mail, exactly like a one-click refusal;
+# any other manual suppression blocks all mail to the address.
+REFUSAL_REASONS = frozenset({"phone", "email", "refusal", "unsubscribe", "complaint"})
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    subscribed: int = 0
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "subscribed": self.subscribed,
+            "bad_rows": [{"line": line, "reason": reason} for line, reason in self.bad_rows],
+        }
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Transport | None = None,
+        concurrency: int = 4,
+    ) -> None:
+        self.settings = settings
+        self.store = Store(settings.database_url)
+        self.signer = Signer(settings.secret_keys)
+        self.renderer = Renderer(settings, self.signer)
+        self.accepter = Accepter(settings, self.store, self.signer, self.renderer)
+        self._transport = transport
+        self.concurrency = concurrency
+        self.migrated: tuple[int | None, int] | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Gateway:
+        transport = kwargs.pop("transport", None)
+        concurrency = kwargs.pop("concurrency", 4)
+        return cls(
+            Settings.from_env(environ, **kwargs), transport=transport, concurrency=concurrency
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.store.connect()
+        self.migrated = await self.store.migrate()
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            await self._transport.close()
+        await self.store.disconnect()
+
+    async def __aenter__(self) -> Gateway:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            try:
+                self._transport = transport_from_url(
+                    self.settings.smtp_url, concurrency=self.concurrency
+                )
+            except ValueError as exc:
+                raise InvalidInput(f"GATEWAY_SMTP_URL: {exc}") from None
+        return self._transport
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        to: str,
+        subject: str,
+        html: str | None = None,
+        text: str | None = None,
+        *,
+        category: str = "transactional",
+        topic: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        context: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> SendResult:
+        """Accept one message. Returns queued, suppressed or blocked with the reason; raises
+        an `InvalidInput` for input that cannot be accepted (nothing is written then)."""
+        return await self.accepter.send(
+            SendRequest(to, subject, html, text, category, topic, headers, context, idempotency_key)
+        )
+
+    async def send_many(self, requests: Sequence[SendRequest]) -> list[SendResult]:
+        return await self.accepter.send_many(requests)
+
+    async def deliver(
+        self,
+        *,
+        until_idle: bool = False,
+        stop: asyncio.Event | None = None,
+        progress: Callable[[WorkerStats], Any] | None = None,
+        **options: Any,
+    ) -> WorkerStats:
+        """Run the delivery worker (until idle, or until `stop` is set)."""
+        transport = self.transport
+        await transport.open()
+        worker = Worker(self.settings, self.store, self.signer, transport, **options)
+        return await worker.run(until_idle=until_idle, stop=stop, progress=progress)
+
+    async def message_status(self, message_id: str) -> dict[str, Any]:
+        return await self.store.message_status(message_id)
+
+    # -- topics ----------------------------------------------------------------------------
+
+    async def add_topic(self, slug: str, name: str, *, double_opt_in: bool = False) -> Topic:
+        slug = slug.strip()
+        if not slug or not all(c.isascii() and (c.isalnum() or c in "-_") for c in slug):
+            raise InvalidInput(f"topic slug {slug!r} must be letters, digits, - or _")
+        if not name.strip():
+            raise InvalidInput("a topic needs a --name")
+        return await self.store.add_topic(slug, name.strip(), double_opt_in, time.time())
+
+    async def topics(self) -> list[tuple[Topic, int]]:
+        return await self.store.list_topics()
+
+    # -- contacts --------------------------------------------------------------------------
+
+    async def add_contact(
+        self,
+        email: str,
+        *,
+        name: str | None = None,
+        phone: str | None = None,
+        address: str | None = None,
+        language: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        subscribe: Iterable[str] = (),
+        source: str = "admin",
+    ) -> tuple[Contact, bool, int]:
+        """Create or update a contact and opt them in to topics (recorded in the consent
+        ledger). Returns (contact, created, subscriptions started)."""
+        email = addresses.normalize(email)
+        if language is not None and language not in LANGUAGES:
+            raise InvalidInput(f"language must be vi or en, not {language!r}")
+        topics = [await self.accepter.topic(slug) for slug in subscribe]
+        for value in (name, phone, address, *(attributes or {}).values()):
+            if value is not None and "\x00" in value:
+                raise InvalidInput("a field contains a NUL character")
+        async with self.store.transaction():
+            return await self._add_contact(
+                email, name, phone, address, language, attributes or {}, topics, source
+            )
+
+    async def _add_contact(
+        self,
+        email: str,
+        name: str | None,
+        phone: str | None,
+        address: str | None,
+        language: str | None,
+        attributes: Mapping[str, str],
+        topics: Sequence[Topic],
+        source: str,
+    ) -> tuple[Contact, bool, int]:
+        now = time.time()
+        standing = (await self.store.standings({email: self.signer.address_hashes(email)}))[email]
+        if any(s.reason == "erased" for s in standing.suppressions):
+            # PD-3: an admin import never brings back a person who asked to be erased.
+            raise InvalidInput(
+                "this address was erased at the person's request; only their own opt-in can add it again"
+            )
+        profile = {"name": name, "phone": phone, "postal_address": address, "language": language}
+        if standing.contact is None and language is None:
+            profile["language"] = self.settings.default_language
+        contact, created = await self.store.upsert_contact(
+            email, profile=profile, attributes=attributes, source=source, now=now
+        )
+        started = 0
+        for topic in topics:
+            status = "pending" if topic.double_opt_in else "subscribed"
+            if await self.store.set_subscription(
+                contact,
+                topic,
+                status,
+                subject=self.signer.address_hash(email),
+                source=source,
+                policy_version=self.settings.policy_version,
+                now=now,
+            ):
+                started += 1
+        return contact, created, started
+
+    async def import_contacts(
+        self,
+        path: str | Path,
+        *,
+        subscribe: Iterable[str] = (),
+        source: str = "import",
+        progress: Callable[[int, int], Any] | None = None,
+        batch_size: int = 500,
+    ) -> ImportReport:
+        """Import a CSV (header email,name,phone,address,language,topics with topics
+        separated by ';'). Good rows are imported; each bad row is reported by line."""
+        try:
+            text = Path(path).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read {path}: {exc}") from None
+        reader = csv.DictReader(text.splitlines())
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        if "email" not in fields:
+            raise InvalidInput(f"{path}: the first line must be a header with an 'email' column")
+        unknown = set(fields) - {"email", "name", "phone", "address", "language", "topics"}
+        if unknown:
+            raise InvalidInput(f"{path}: unknown column(s) {', '.join(sorted(unknown))}")
+        rows = list(reader)
+        default_topics = [await self.accepter.topic(slug) for slug in subscribe]
+        report = ImportReport()
+        prepared: list[tuple[int, dict[str, Any]]] = []
+        for index, raw in enumerate(rows):
+            line = index + 2
+            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+            try:
+                if None in raw:
+                    raise InvalidInput("more fields than the header has")
+                email = addresses.normalize(row.get("email", ""))
+                language = row.get("language") or None
+                if language is not None and language not in LANGUAGES:
+                    raise InvalidInput(f"language must be vi or en, not {language!r}")
+                slugs = [s.strip() for s in row.get("topics", "").split(";") if s.strip()]
+                topics = default_topics + [await self.accepter.topic(s) for s in slugs]
+            except InvalidInput as exc:
+                report.bad_rows.append((line, str(exc)))
+                continue
+            prepared.append(
+                (
+                    line,
+                    dict(
+                        email=email,
+                        name=row.get("name") or None,
+                        phone=row.get("phone") or None,
+                        address=row.get("address") or None,
+                        language=language,
+                        topics=list({t.id: t for t in topics}.values()),
+                    ),
+                )
+            )
+        done = len(rows) - len(prepared)
+        for start in range(0, len(prepared), batch_size):
+            chunk = prepared[start : start + batch_size]
+            async with self.store.transaction():
+                for line, item in chunk:
+                    try:
+                        _, created, started = await self._add_contact(
+                            item["email"],
+                            item["name"],
+                            item["phone"],
+                            item["address"],
+                            item["language"],
+                            {},
+                            item["topics"],
+                            source,
+                        )
+                    except InvalidInput as exc:
+                        report.bad_rows.append((line, str(exc)))
+                        continue
+                    report.created += created
+                    report.updated += not created
+                    report.subscribed += started
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(rows))
+        report.bad_rows.sort()
+        return report
+
+    # -- suppressions ----------------------------------------------------------------------
+
+    async def suppress(
+        self, email: str, *, reason: str = "manual", scope: str | None = None, source: str = "admin"
+    ) -> bool:
+        """Add an address to the suppression list; effective for mail already queued (ST-1).
+        Returns False when the same suppression already stood."""
+        email = addresses.normalize(email)
+        reason = (reason or "manual").strip()
+        scope = scope or ("marketing" if reason in REFUSAL_REASONS else "all")
+        if scope not in SUPPRESSION_SCOPES:
+            raise InvalidInput(f"scope must be one of {', '.join(SUPPRESSION_SCOPES)}")
+        now = time.time()
+        async with self.store.transaction():
+            added = await self.store.add_suppression(
+                email=email,
+                email_hash=self.signer.address_hash(email),
+                scope=scope,
+                reason=reason,
+                source=source,
+                now=now,
+            )
+        return added
+
+    async def unsuppress(self, email: str) -> int:
+        email = addresses.normalize(email)
+        hashes = self.signer.address_hashes(email)
+        removed = await self.store.remove_suppressions(hashes, keep_erased=True)
+        if removed == 0:
+            standing = (await self.store.standings({email: hashes}))[email]
+            if any(s.reason == "erased" for s in standing.suppressions):
+                raise InvalidInput(
+                    "this address was erased at the person's request: only their own fresh opt-in lifts it"
+                )
+            raise NotFound("the address is not on the suppression list")
+        return removed
+
+    async def suppressions(self, limit: int = 1000, after_id: int = 0) -> list[dict[str, Any]]:
+        return await self.store.list_suppressions(limit, after_id)
+
+
+__all__ = ["Gateway", "ImportReport", "SendRequest", "SendResult", "StoreError", "InvalidMessage"]

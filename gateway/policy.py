@@ -1,0 +1,53 @@
+"""Who may be mailed what: suppression and consent decisions (pure: no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .store import Standing
+
+CATEGORIES = ("marketing", "transactional", "policy")
+
+# Suppression reasons that stop even a notice of a policy change (DESIGN: policy mail is
+# stopped by erasure and hard bounce only; the law obliges us to tell everyone else).
+STOPS_POLICY_MAIL = frozenset({"erased", "hard_bounce"})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+ALLOW = Decision(True)
+
+
+def decide(category: str, topic_id: int | None, standing: Standing) -> Decision:
+    """May a message of `category` (and `topic_id`, for marketing) go to this address now?
+    The same answer at accept time and again just before SMTP (ST-1)."""
+    for s in standing.suppressions:
+        if s.reason == "erased":
+            return Decision(False, "erased: the person asked for their data to be deleted")
+        if category == "policy":
+            if s.scope == "all" and s.reason in STOPS_POLICY_MAIL:
+                return Decision(False, f"suppressed for all mail ({s.reason})")
+            continue
+        if s.scope == "all":
+            return Decision(False, f"suppressed for all mail ({s.reason})")
+        if category == "marketing":
+            if s.scope == "marketing":
+                return Decision(False, f"refused all promotional mail ({s.reason})")
+            if s.scope == "topic" and s.topic_id == topic_id:
+                return Decision(False, f"refused this topic ({s.reason})")
+    if category == "marketing":
+        if standing.contact is None:
+            return Decision(False, "not a contact: marketing needs a recorded opt-in (AD-4)")
+        status = standing.subscriptions.get(topic_id) if topic_id is not None else None
+        if status != "subscribed":
+            state = status or "no subscription"
+            return Decision(
+                False, f"not subscribed to the topic ({state}): marketing needs an opt-in (AD-4)"
+            )
+    if category == "policy" and standing.contact is None:
+        return Decision(False, "not a contact: policy notices go to people whose data we hold")
+    return ALLOW

@@ -1,0 +1,202 @@
+"""Rendering: sandboxed jinja2 templates, mail layouts with the AD-2 footer, headers, bytes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from inscriptis import get_text
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from . import content, mime
+from .config import Settings
+from .errors import TemplateError
+from .store import Contact, Topic
+from .tokens import Signer
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# Headers the gateway writes itself; a caller may not supply them. List-* headers from a
+# caller are dropped instead (LU-1): only ours go out.
+RESERVED = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "sender",
+        "content-type",
+        "content-transfer-encoding",
+        "return-path",
+        "dkim-signature",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A validated request to send one message; subject and bodies are templates."""
+
+    to: str
+    subject: str
+    html: str | None
+    text: str | None
+    category: str
+    topic: Topic | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    message_id: str
+    subject: str
+    raw: bytes
+    findings: tuple[content.Finding, ...]
+
+
+class Renderer:
+    def __init__(self, settings: Settings, signer: Signer, templates: Path = TEMPLATES) -> None:
+        self.settings = settings
+        self.signer = signer
+        # Autoescaped HTML; subject and text are not HTML, so they are not escaped.
+        self.html_env = SandboxedEnvironment(
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            loader=jinja2.FileSystemLoader(templates / "mail"),
+        )
+        self.text_env = SandboxedEnvironment(
+            autoescape=False,
+            undefined=jinja2.StrictUndefined,
+            loader=jinja2.FileSystemLoader(templates / "mail"),
+            keep_trailing_newline=True,
+        )
+        self._compiled: dict[tuple[bool, str], jinja2.Template] = {}
+        self._sender = {
+            "name": settings.sender_name,
+            "email": settings.from_address,
+            "phone": settings.sender_phone,
+            "postal_address": settings.sender_postal_address,
+            "website": settings.sender_website,
+        }
+        self._from = mime.format_address(settings.from_name, settings.from_address)
+
+    def _template(self, source: str, html: bool, what: str) -> jinja2.Template:
+        # A campaign renders one template for many recipients: compile it once.
+        key = (html, source)
+        template = self._compiled.get(key)
+        if template is None:
+            try:
+                template = (self.html_env if html else self.text_env).from_string(source)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"{what} template, line {exc.lineno}: {exc.message}") from None
+            if len(self._compiled) > 256:
+                self._compiled.clear()
+            self._compiled[key] = template
+        return template
+
+    def _render(self, source: str, html: bool, what: str, ctx: Mapping[str, Any]) -> str:
+        template = self._template(source, html, what)
+        try:
+            return template.render(ctx)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{what} template: {exc}") from None
+        except Exception as exc:  # errors raised inside template code (e.g. division by zero)
+            raise TemplateError(f"{what} template: {type(exc).__name__}: {exc}") from None
+
+    def links(self, contact: Contact | None, topic: Topic | None) -> dict[str, str]:
+        if contact is None:
+            return {"unsubscribe_url": "", "preferences_url": ""}
+        base = self.settings.base_url
+        return {
+            "unsubscribe_url": f"{base}/unsubscribe/"
+            + self.signer.sign("unsubscribe", [contact.uid, topic.slug if topic else None]),
+            "preferences_url": f"{base}/preferences/"
+            + self.signer.sign("preferences", contact.uid),
+        }
+
+    def render(
+        self, draft: Draft, contact: Contact | None, attributes: Mapping[str, str] | None = None
+    ) -> Rendered:
+        settings = self.settings
+        marketing = draft.category == "marketing"
+        lang = contact.language if contact else settings.default_language
+        links = self.links(contact, draft.topic)
+        ctx: dict[str, Any] = {
+            **draft.context,
+            "contact": {
+                "name": (contact.name if contact else None) or "",
+                "email": draft.to,
+                "language": lang,
+                "attributes": dict(attributes or {}),
+            },
+            **links,
+        }
+        subject = self._render(draft.subject, False, "subject", ctx).strip()
+        mime.check_header("Subject", subject)  # an attribute must not smuggle a line break in
+        if marketing and settings.ad_label and not subject.startswith(settings.ad_label):
+            subject = f"{settings.ad_label} {subject}"  # AD-1
+
+        html = self._render(draft.html, True, "html", ctx) if draft.html else None
+        if draft.text:
+            text = self._render(draft.text, False, "text", ctx)
+        else:
+            text = get_text(html or "").strip() + "\n"
+
+        footer_ctx = {"sender": self._sender, "refusal_address": settings.refusal_address, **links}
+        if marketing:
+            footer_text = self.text_env.get_template(f"{lang}/footer.txt").render(footer_ctx)
+            text = text.rstrip("\n") + "\n" + footer_text
+        if html is not None:
+            footer = (
+                Markup(self.html_env.get_template(f"{lang}/footer.html").render(footer_ctx))
+                if marketing
+                else ""
+            )
+            html = self._layout(html, footer, lang, subject)
+
+        findings = tuple(content.scan(html, text, settings.first_party_domains))
+        message_id = f"<{uuid.uuid4().hex}@{settings.from_domain}>"
+        headers = [
+            ("From", self._from),
+            ("To", draft.to),
+            ("Subject", mime.encode_text(subject)),
+            ("Date", formatdate(usegmt=True)),
+            ("Message-ID", message_id),
+        ]
+        if marketing and contact is not None and draft.topic is not None:
+            headers += self._list_headers(links["unsubscribe_url"], draft.topic)
+        headers += draft.headers
+        return Rendered(message_id, subject, mime.build(headers, text, html), findings)
+
+    def _layout(self, body: str, footer: str, lang: str, subject: str) -> str:
+        # A complete document from the caller is kept as written; the footer goes in just
+        # before its </body>. A fragment is placed in our layout.
+        end = body.lower().rfind("</body>")
+        if end >= 0:
+            return body[:end] + footer + body[end:]
+        return self.html_env.get_template("layout.html").render(
+            lang=lang, subject=subject, body=Markup(body), footer=footer
+        )
+
+    def _list_headers(self, unsubscribe_url: str, topic: Topic) -> list[tuple[str, str]]:
+        token = unsubscribe_url.rsplit("/", 1)[1]
+        mailto = f"mailto:{self.settings.refusal_address}?subject=unsubscribe%20{token}"
+        return [
+            ("List-Unsubscribe", f"<{unsubscribe_url}>,\r\n <{mailto}>"),  # LU-2
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),  # LU-3
+            (
+                "List-Id",
+                f"{mime.encode_text(topic.name)} <{topic.slug}.{self.settings.from_domain}>",
+            ),
+        ]

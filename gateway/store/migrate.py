@@ -1,0 +1,51 @@
+"""Create or bring the schema up to date, idempotently, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from databases import Database
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .schema import SCHEMA_VERSION, meta, metadata
+
+# Steps from one version to the next, as (version reached, statements). Version 1 is the
+# tables as declared; later versions append ALTERs here, never edit earlier steps.
+STEPS: list[tuple[int, list[str]]] = []
+
+
+async def current_version(db: Database) -> int | None:
+    try:
+        row = await db.fetch_one(meta.select().where(meta.c.key == "schema_version"))
+    except Exception:  # no meta table yet: a new database
+        return None
+    return int(row["value"]) if row else None
+
+
+async def migrate(db: Database) -> tuple[int | None, int]:
+    """Return (version found, version now)."""
+    dialect = db._backend._dialect  # type: ignore[attr-defined]
+    found = await current_version(db)
+    if db.url.scheme.startswith("sqlite"):
+        # WAL lets readers (the web pages) run beside the writer (the worker); it is kept
+        # in the file, so setting it once here is enough.
+        await db.execute("PRAGMA journal_mode=WAL")
+    async with db.transaction():
+        for table in metadata.sorted_tables:
+            await db.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+            for index in table.indexes:
+                await db.execute(
+                    str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+                )
+        # A new database gets the tables as declared, which already include every step.
+        version = SCHEMA_VERSION if found is None else found
+        for target, statements in STEPS:
+            if version < target:
+                for statement in statements:
+                    await db.execute(statement)
+                version = target
+        if found is None:
+            await db.execute(meta.insert().values(key="schema_version", value=str(version)))
+        elif found != version:
+            await db.execute(
+                meta.update().where(meta.c.key == "schema_version").values(value=str(version))
+            )
+    return found, version

@@ -1,0 +1,158 @@
+"""Tables of the gateway, one definition for SQLite and PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Bumped with every change to the tables; `gateway init` brings an older database up to it.
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+# Times are seconds since the epoch (UTC) in Float columns: cheap to compare on both databases.
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+topics = Table(
+    "topics",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("double_opt_in", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Promise 1: name, email, phone, postal address, language, and what the person supplied.
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uid", String(32), nullable=False, unique=True),  # opaque id used in links
+    Column("email", String(320), nullable=False, unique=True),  # normalized
+    Column("name", Text),
+    Column("phone", String(40)),
+    Column("postal_address", Text),
+    Column("language", String(8), nullable=False),
+    Column("status", String(16), nullable=False, default="active"),  # active | stopped
+    Column("stopped_at", Float),
+    Column("source", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+contact_attributes = Table(
+    "contact_attributes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("contact_id", "key"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("topic_id", Integer, ForeignKey("topics.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | subscribed | unsubscribed
+    Column("created_at", Float, nullable=False),
+    Column("subscribed_at", Float),
+    Column("unsubscribed_at", Float),
+    UniqueConstraint("contact_id", "topic_id"),
+)
+
+# scope: all | marketing | topic. An erased address keeps only `email_hash` (a keyed hash).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320)),
+    Column("email_hash", String(64)),
+    Column("scope", String(16), nullable=False),
+    Column("topic_id", Integer, ForeignKey("topics.id")),
+    Column("reason", String(32), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_suppressions_email", "email"),
+    Index("ix_suppressions_email_hash", "email_hash"),
+)
+
+# Append-only (PD-1). `subject` is the keyed hash of the address so the record outlives erasure.
+consent_ledger = Table(
+    "consent_ledger",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("subject", String(64), nullable=False),
+    Column("topic_id", Integer, ForeignKey("topics.id")),
+    Column("action", String(16), nullable=False),  # opt_in | confirm | opt_out
+    Column("source", String(32), nullable=False),
+    Column("policy_version", String(32), nullable=False),
+    Column("ip", String(64)),
+    Column("created_at", Float, nullable=False),
+    Index("ix_consent_contact", "contact_id"),
+)
+
+# One row per message. `raw` is the complete rendered message (CRLF bytes).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("email", String(320)),
+    Column("category", String(16), nullable=False),
+    Column("topic_id", Integer, ForeignKey("topics.id")),
+    Column("sender", String(320), nullable=False),
+    Column("raw", LargeBinary),
+    Column("state", String(16), nullable=False),  # queued | sending | sent | failed | suppressed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_until", Float),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("idempotency_key", String(255), unique=True),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_outbox_due", "state", "next_attempt_at"),
+)
+
+# What happened to each message: accepted, suppressed, blocked, sent, failed (with reason).
+message_log = Table(
+    "message_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", String(255)),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("email", String(320)),
+    Column("category", String(16), nullable=False),
+    Column("topic_id", Integer, ForeignKey("topics.id")),
+    Column("subject", Text),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("created_at", Float, nullable=False),
+    Index("ix_message_log_message", "message_id"),
+    Index("ix_message_log_contact", "contact_id"),
+)

@@ -1,0 +1,70 @@
+"""Signed, expiring, key-rotating link tokens and keyed hashes of addresses."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from .errors import ConfigError, GatewayError
+
+DAY = 86400
+
+# How long a link of each purpose keeps working. Unsubscribe links carry no expiry: they work
+# for as long as the key that signed them is kept in GATEWAY_SECRET_KEYS (OC-4).
+MAX_AGE: dict[str, int | None] = {
+    "unsubscribe": None,
+    "preferences": 365 * DAY,
+    "export": 3600,
+    "erase": 3600,
+    "confirm": 7 * DAY,
+}
+
+
+class InvalidToken(GatewayError):
+    """A link token that is tampered with, expired, of another purpose or unknown."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the link is not valid ({reason})")
+        self.reason = reason
+
+
+class Signer:
+    """Tokens carry opaque ids only, never an address. Each purpose is its own namespace
+    (salt), so an unsubscribe token cannot be replayed as an erase token."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        if not keys:
+            raise ConfigError("GATEWAY_SECRET_KEYS is empty: set at least one key")
+        self.keys = tuple(keys)  # newest first
+        # itsdangerous signs with the last key and verifies with all of them.
+        self._serializers = {
+            purpose: URLSafeTimedSerializer(list(reversed(self.keys)), salt=f"gateway.{purpose}")
+            for purpose in MAX_AGE
+        }
+        self._hash_keys = [
+            hashlib.sha256(b"gateway.address:" + k.encode()).digest() for k in self.keys
+        ]
+
+    def sign(self, purpose: str, payload: Any) -> str:
+        return self._serializers[purpose].dumps(payload)
+
+    def verify(self, purpose: str, token: str) -> Any:
+        try:
+            return self._serializers[purpose].loads(token, max_age=MAX_AGE[purpose])
+        except SignatureExpired:
+            raise InvalidToken("expired") from None
+        except BadSignature:
+            raise InvalidToken("bad signature") from None
+
+    def address_hashes(self, email: str) -> list[str]:
+        """Keyed hashes of a normalized address under every key, newest first: the newest is
+        stored, all are looked up, so rotating keys never forgets an erased address."""
+        data = email.encode()
+        return [hmac.new(k, data, hashlib.sha256).hexdigest() for k in self._hash_keys]
+
+    def address_hash(self, email: str) -> str:
+        return self.address_hashes(email)[0]

@@ -1,0 +1,1 @@
+"""The web side: preference center, one-click unsubscribe, admin API (Starlette)."""

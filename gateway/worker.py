@@ -1,0 +1,164 @@
+"""The delivery loop: claim with a lease, recheck suppression, hand over, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Settings
+from .policy import decide
+from .store import OutboxItem, Store
+from .tokens import Signer
+from .transport import Envelope, Outcome, Transport
+
+log = logging.getLogger("gateway.worker")
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    suppressed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class Worker:
+    """Claims due outbox rows in batches. A batch's lease outlives its delivery by far, so a
+    live worker never loses its rows; a crashed worker's rows come back when the lease ends."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        signer: Signer,
+        transport: Transport,
+        *,
+        batch_size: int | None = None,
+        lease_seconds: float = 300.0,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.signer = signer
+        self.transport = transport
+        # Enough per batch to keep every connection busy, small enough that the
+        # suppression recheck stays close to the moment of hand-over.
+        self.batch_size = batch_size or max(50, 25 * transport.concurrency)
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.stats = WorkerStats()
+
+    async def run(
+        self,
+        *,
+        until_idle: bool = False,
+        stop: asyncio.Event | None = None,
+        progress: Callable[[WorkerStats], Any] | None = None,
+    ) -> WorkerStats:
+        stop = stop or asyncio.Event()
+        async with self.store.connection():
+            while not stop.is_set():
+                claimed = await self.run_once()
+                if progress is not None:
+                    progress(self.stats)
+                if claimed:
+                    continue
+                if until_idle:
+                    break
+                # Sleep until the next message is due, but wake for new ones regularly.
+                nxt = await self.store.next_due()
+                delay = (
+                    self.poll_seconds
+                    if nxt is None
+                    else min(self.poll_seconds, max(0.0, nxt - time.time()))
+                )
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.05))
+                except TimeoutError:
+                    pass
+        return self.stats
+
+    async def run_once(self) -> int:
+        items = await self.store.claim(self.batch_size, self.lease_seconds, time.time())
+        if not items:
+            return 0
+        self.stats.claimed += len(items)
+        # ST-1: the refusal may have arrived after the message was accepted.
+        standings = await self.store.standings(
+            {item.email: self.signer.address_hashes(item.email) for item in items}
+        )
+        deliver: list[OutboxItem] = []
+        suppressed: list[tuple[int, str]] = []
+        logs: list[dict[str, Any]] = []
+        now = time.time()
+        for item in items:
+            decision = decide(item.category, item.topic_id, standings[item.email])
+            if decision.allowed:
+                deliver.append(item)
+            else:
+                suppressed.append((item.id, decision.reason))
+                logs.append(self._log(item, "suppressed", decision.reason, now))
+        outcomes = await self.transport.deliver(
+            [Envelope(item.sender, item.email, item.raw) for item in deliver]
+        )
+        now = time.time()
+        sent: list[int] = []
+        retry: list[tuple[int, float, str]] = []
+        failed: list[tuple[int, str]] = []
+        for item, outcome in zip(deliver, outcomes, strict=True):
+            if outcome.ok:
+                sent.append(item.id)
+                logs.append(self._log(item, "sent", None, now))
+                continue
+            reason = _describe(outcome)
+            when = self._next_attempt(item, now)
+            if outcome.permanent or when is None:
+                if not outcome.permanent:
+                    reason = f"gave up after {item.attempts} attempts: {reason}"
+                failed.append((item.id, reason))
+                logs.append(self._log(item, "failed", reason, now))
+            else:
+                retry.append((item.id, when, reason))
+        await self.store.finish(
+            sent=sent, retry=retry, failed=failed, suppressed=suppressed, logs=logs, now=now
+        )
+        self.stats.sent += len(sent)
+        self.stats.retried += len(retry)
+        self.stats.failed += len(failed)
+        self.stats.suppressed += len(suppressed)
+        return len(items)
+
+    def _next_attempt(self, item: OutboxItem, now: float) -> float | None:
+        schedule = self.settings.retry_schedule
+        delay = schedule[min(item.attempts - 1, len(schedule) - 1)]
+        delay *= random.uniform(0.9, 1.1)  # jitter: retries of one outage do not arrive together
+        if now + delay - item.created_at > self.settings.retry_max_age:
+            return None
+        return now + delay
+
+    @staticmethod
+    def _log(item: OutboxItem, status: str, reason: str | None, now: float) -> dict[str, Any]:
+        return {
+            "message_id": item.message_id,
+            "contact_id": item.contact_id,
+            "email": item.email,
+            "category": item.category,
+            "topic_id": item.topic_id,
+            "subject": None,
+            "status": status,
+            "reason": reason,
+            "created_at": now,
+        }
+
+
+def _describe(outcome: Outcome) -> str:
+    return f"{outcome.code} {outcome.message}".strip() if outcome.code else outcome.message
