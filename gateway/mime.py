@@ -46,7 +46,11 @@ def _encoded_words(value: str) -> list[str]:
 def encode_text(value: str) -> str:
     """An unstructured header value (Subject): ASCII as is, folded at spaces when long;
     anything else as RFC 2047 encoded words, one per folded line."""
-    if value.isascii() and not re.search(r"=\?|[\x00-\x08\x0b-\x1f\x7f]", value):
+    if (
+        value.isascii()
+        and not re.search(r"=\?|[\x00-\x08\x0b-\x1f\x7f]", value)
+        and all(len(word) <= 70 for word in value.split(" "))
+    ):
         if len(value) <= 76:
             return value
         lines, line = [], ""
@@ -87,7 +91,12 @@ def _part(content_type: str, body: str) -> bytes:
     return (
         f'Content-Type: {content_type}; charset="utf-8"\r\n'
         "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-    ).encode() + binascii.b2a_qp(data, istext=True)
+    ).encode() + _crlf_bytes(binascii.b2a_qp(data, istext=True))
+
+
+def _crlf_bytes(data: bytes) -> bytes:
+    # b2a_qp writes soft line breaks as CRLF only when the input had a CRLF somewhere.
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def build(headers: Iterable[tuple[str, str]], text: str, html: str | None) -> bytes:

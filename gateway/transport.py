@@ -278,12 +278,9 @@ class SMTPTransport:
     async def _prepare(self) -> None:
         cfg = self.settings
         if self._local_hostname is None:
-            try:
-                name = await asyncio.to_thread(socket.getfqdn)
-                aiosmtplib.SMTP(local_hostname=name)  # validates the name
-            except Exception:
-                name = "localhost"
-            self._local_hostname = name or "localhost"
+            name = await asyncio.to_thread(socket.getfqdn)
+            ok = name and name.isascii() and all(c.isalnum() or c in "-._" for c in name)
+            self._local_hostname = name if ok else "localhost"
         if self._tls_context is None and (cfg.use_tls or cfg.start_tls is not False):
             self._tls_context = await asyncio.to_thread(_tls_context, cfg.verify)
 
@@ -360,31 +357,18 @@ class SMTPTransport:
                             env.data,
                             mail_options=_mail_options(client, env),
                         )
-                    except aiosmtplib.SMTPRecipientsRefused as exc:
-                        refused = exc.recipients[0]
-                        results[i] = Outcome(False, refused.code, refused.message, refused.code >= 500)
-                    except aiosmtplib.SMTPResponseException as exc:
-                        # aiosmtplib already sent RSET; if that failed the client is
-                        # disconnected and gets replaced at the top of the loop.
-                        results[i] = Outcome(False, exc.code, exc.message, exc.code >= 500)
-                    except _RECONNECT_ERRORS as exc:
-                        self._discard(client)
-                        client = None
-                        results[i] = Outcome(False, None, _describe(exc), False)
-                    except aiosmtplib.SMTPNotSupported as exc:  # e.g. SMTPUTF8 needed
-                        results[i] = Outcome(False, None, exc.message, True)
-                    except ValueError as exc:  # address unusable on an SMTP command line
-                        results[i] = Outcome(False, None, str(exc), True)
-                    except aiosmtplib.SMTPException as exc:
-                        self._discard(client)
-                        client = None
-                        results[i] = Outcome(False, None, _describe(exc), False)
+                    except Exception as exc:
+                        outcome, usable = await self._failure(client, exc)
+                        results[i] = outcome
+                        if not usable:
+                            self._discard(client)
+                            client = None
                     else:
                         if last_ok is None or last_ok.message != reply:
                             last_ok = Outcome(True, 250, reply, False)
                         results[i] = last_ok
             except BaseException:
-                # Cancelled (or a bug) mid-transaction: the session state is unknown.
+                # Cancelled mid-transaction: the session state is unknown.
                 if client is not None:
                     self._discard(client)
                     client = None
@@ -395,6 +379,29 @@ class SMTPTransport:
                         self._idle.append(client)
                     else:
                         self._discard(client)
+
+    async def _failure(self, client: aiosmtplib.SMTP, exc: Exception) -> tuple[Outcome, bool]:
+        """Map a sendmail() exception to an Outcome; say whether the connection is reusable."""
+        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+            exc = exc.recipients[0]
+        if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 100:
+            outcome = Outcome(False, exc.code, exc.message, exc.code >= 500)
+            # aiosmtplib sent RSET already but ignores its failure; confirm the
+            # session is clean (error path only) or let the caller replace it.
+            if not client.is_connected:
+                return outcome, False
+            try:
+                await client.rset(timeout=min(self.timeout, 10.0))
+            except Exception:
+                return outcome, False
+            return outcome, True
+        if isinstance(exc, aiosmtplib.SMTPNotSupported):  # e.g. server lacks SMTPUTF8
+            return Outcome(False, None, exc.message, True), client.is_connected
+        if isinstance(exc, ValueError):  # address unusable on an SMTP command line
+            return Outcome(False, None, str(exc), True), client.is_connected
+        if not isinstance(exc, _RECONNECT_ERRORS):  # malformed reply, or a surprise
+            log.warning("SMTP delivery via %s failed unexpectedly: %r", self.url, exc)
+        return Outcome(False, None, _describe(exc), False), False
 
 
 def _tls_context(verify: bool) -> ssl.SSLContext:

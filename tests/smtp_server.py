@@ -1,11 +1,11 @@
 """A real aiosmtpd SMTP server living in the test's event loop, recording what it receives.
 
-    async with RecordingSMTPServer(reject=lambda rcpt: (550, "5.1.1 no") if ... else None) as srv:
-        transport = SMTPTransport(srv.url)
-        ...
-        await srv.wait_for(3)
-        assert srv.messages[0].data == expected_bytes
-        assert srv.connections == 1
+async with RecordingSMTPServer(reject=lambda rcpt: (550, "5.1.1 no") if ... else None) as srv:
+    transport = SMTPTransport(srv.url)
+    ...
+    await srv.wait_for(3)
+    assert srv.messages[0].data == expected_bytes
+    assert srv.connections == 1
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from smtp_server import RecordingSMTPServer  # tests/ is on sys.path (see conftest.py)
 
 from gateway.transport import (
     Envelope,
@@ -21,7 +22,6 @@ from gateway.transport import (
     Transport,
     transport_from_url,
 )
-from tests.smtp_server import RecordingSMTPServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,7 +38,7 @@ def message(n: int = 0, *, body: bytes = b"Hello.\r\n") -> bytes:
     ) + body
 
 
-def env(n: int = 0, *, rcpt: str | None = None, data: bytes | None = None) -> Envelope:
+def envelope(n: int = 0, *, rcpt: str | None = None, data: bytes | None = None) -> Envelope:
     return Envelope(
         sender="bounces@example.org",
         recipient=rcpt or f"rcpt{n}@example.com",
@@ -66,13 +66,14 @@ async def test_message_arrives_byte_exactly_with_envelope_addresses():
         b".\r\n"  # a lone dot line must not end DATA early
         b"..two dots\r\n"
         b"DKIM-Signature: v=1; a=rsa-sha256; b=abc\r\n"
-        + b"x" * 1500  # longer than RFC 5321 allows; must still pass through unchanged
+        + b"x"
+        * 1500  # longer than RFC 5321 allows; must still pass through unchanged
         + b"\r\n\r\n"
         b"trailing whitespace   \r\n"
     )
     data = message(1, body=body)
     async with RecordingSMTPServer() as srv, smtp_transport(srv.url) as transport:
-        [outcome] = await transport.deliver([env(1, data=data)])
+        [outcome] = await transport.deliver([envelope(1, data=data)])
         assert outcome == Outcome(ok=True, code=250, message="OK", permanent=False)
         await srv.wait_for(1)
     [got] = srv.messages
@@ -97,7 +98,7 @@ async def test_outcomes_follow_input_order():
         RecordingSMTPServer(reject=lambda a: (550, "5.1.1 no") if a in rejected else None) as srv,
         smtp_transport(srv.url, concurrency=3) as transport,
     ):
-        outcomes = await transport.deliver([env(i) for i in range(10)])
+        outcomes = await transport.deliver([envelope(i) for i in range(10)])
     assert [o.ok for o in outcomes] == [f"rcpt{i}@example.com" not in rejected for i in range(10)]
     assert sorted(m.rcpt_tos[0] for m in srv.messages) == sorted(
         f"rcpt{i}@example.com" for i in range(10) if f"rcpt{i}@example.com" not in rejected
@@ -115,8 +116,8 @@ async def test_empty_batch_returns_empty_list_without_connecting():
 
 async def test_200_messages_at_concurrency_4_reuse_at_most_4_connections():
     async with RecordingSMTPServer() as srv, smtp_transport(srv.url, concurrency=4) as transport:
-        first = await transport.deliver([env(i) for i in range(100)])
-        second = await transport.deliver([env(i) for i in range(100, 200)])
+        first = await transport.deliver([envelope(i) for i in range(100)])
+        second = await transport.deliver([envelope(i) for i in range(100, 200)])
         await srv.wait_for(200)
     assert all(o.ok for o in first + second)
     assert 1 <= srv.connections <= 4
@@ -125,7 +126,7 @@ async def test_200_messages_at_concurrency_4_reuse_at_most_4_connections():
 
 async def test_batch_is_spread_over_several_connections():
     async with RecordingSMTPServer() as srv, smtp_transport(srv.url, concurrency=4) as transport:
-        await transport.deliver([env(i) for i in range(40)])
+        await transport.deliver([envelope(i) for i in range(40)])
     assert srv.connections == 4
     assert len({m.peer for m in srv.messages}) == 4
 
@@ -133,7 +134,7 @@ async def test_batch_is_spread_over_several_connections():
 async def test_concurrent_deliver_calls_share_the_pool_limit():
     async with RecordingSMTPServer() as srv, smtp_transport(srv.url, concurrency=2) as transport:
         batches = await asyncio.gather(
-            *(transport.deliver([env(b * 100 + i) for i in range(30)]) for b in range(3))
+            *(transport.deliver([envelope(b * 100 + i) for i in range(30)]) for b in range(3))
         )
     assert all(o.ok for batch in batches for o in batch)
     assert srv.received == 90
@@ -151,7 +152,7 @@ async def test_550_for_one_recipient_is_permanent_and_the_rest_of_the_batch_arri
         RecordingSMTPServer(reject=reject) as srv,
         smtp_transport(srv.url, concurrency=1) as transport,
     ):
-        outcomes = await transport.deliver([env(i) for i in range(5)])
+        outcomes = await transport.deliver([envelope(i) for i in range(5)])
         await srv.wait_for(4)
     assert outcomes[2] == Outcome(ok=False, code=550, message="5.1.1 user unknown", permanent=True)
     assert all(o.ok for i, o in enumerate(outcomes) if i != 2)
@@ -164,7 +165,7 @@ async def test_451_is_temporary_with_code():
         RecordingSMTPServer(reject=lambda a: (451, "4.3.0 try again later")) as srv,
         smtp_transport(srv.url) as transport,
     ):
-        [outcome] = await transport.deliver([env()])
+        [outcome] = await transport.deliver([envelope()])
     assert outcome == Outcome(ok=False, code=451, message="4.3.0 try again later", permanent=False)
     assert srv.messages == []
 
@@ -174,14 +175,16 @@ async def test_connection_dropped_mid_transaction_is_temporary_and_next_deliver_
         RecordingSMTPServer(drop=lambda a: a == "drop@example.com") as srv,
         smtp_transport(srv.url, concurrency=1) as transport,
     ):
-        outcomes = await transport.deliver([env(0), env(rcpt="drop@example.com"), env(2)])
+        outcomes = await transport.deliver(
+            [envelope(0), envelope(rcpt="drop@example.com"), envelope(2)]
+        )
         assert outcomes[0].ok and outcomes[2].ok
         assert outcomes[1].ok is False
         assert outcomes[1].code is None
         assert outcomes[1].permanent is False
         assert srv.connections == 2  # dropped connection replaced within the batch
 
-        [again] = await transport.deliver([env(3)])
+        [again] = await transport.deliver([envelope(3)])
         assert again.ok
         assert srv.connections == 2  # the replacement is reused
     assert [m.rcpt_tos[0] for m in srv.messages] == [
@@ -195,11 +198,11 @@ async def test_server_restart_between_batches_is_handled_on_a_fresh_connection()
     srv = await RecordingSMTPServer().start()
     transport = SMTPTransport(srv.url, concurrency=2)
     try:
-        assert all(o.ok for o in await transport.deliver([env(i) for i in range(4)]))
+        assert all(o.ok for o in await transport.deliver([envelope(i) for i in range(4)]))
         await srv.stop()  # closes the listener and aborts the pooled connections
         srv = await RecordingSMTPServer(port=srv.port).start()
         await asyncio.sleep(0.05)
-        outcomes = await transport.deliver([env(i) for i in range(4, 8)])
+        outcomes = await transport.deliver([envelope(i) for i in range(4, 8)])
         assert all(o.ok for o in outcomes), outcomes
         assert srv.received == 4
         assert 1 <= srv.connections <= 2
@@ -213,7 +216,7 @@ async def test_unreachable_server_gives_temporary_outcome_for_every_message():
     url = srv.url
     await srv.stop()  # nothing listens on this port any more
     async with smtp_transport(url + "?timeout=2", concurrency=3) as transport:
-        outcomes = await transport.deliver([env(i) for i in range(7)])
+        outcomes = await transport.deliver([envelope(i) for i in range(7)])
     assert len(outcomes) == 7
     for outcome in outcomes:
         assert outcome.ok is False and outcome.code is None and outcome.permanent is False
@@ -230,7 +233,7 @@ async def test_server_that_never_answers_times_out_as_temporary():
     port = server.sockets[0].getsockname()[1]
     try:
         async with smtp_transport(f"smtp://127.0.0.1:{port}?timeout=0.3") as transport:
-            [outcome] = await transport.deliver([env()])
+            [outcome] = await transport.deliver([envelope()])
     finally:
         server.close()
         for writer in writers:
@@ -247,7 +250,7 @@ async def test_credentials_from_url_are_used_for_auth():
     async with RecordingSMTPServer(credentials={"mailer": password}) as srv:
         url = f"smtp://mailer:{quoted}@127.0.0.1:{srv.port}"
         async with smtp_transport(url, concurrency=1) as transport:
-            outcomes = await transport.deliver([env(0), env(1)])
+            outcomes = await transport.deliver([envelope(0), envelope(1)])
     assert all(o.ok for o in outcomes)
     assert srv.logins == ["mailer"]
 
@@ -256,7 +259,7 @@ async def test_wrong_password_is_temporary_and_does_not_leak_the_password():
     async with RecordingSMTPServer(credentials={"mailer": "right"}) as srv:
         url = f"smtp://mailer:{SECRET}@127.0.0.1:{srv.port}"
         async with smtp_transport(url) as transport:
-            [outcome] = await transport.deliver([env()])
+            [outcome] = await transport.deliver([envelope()])
             assert SECRET not in repr(transport)
     assert outcome.ok is False and outcome.permanent is False
     assert outcome.code == 535
@@ -288,7 +291,7 @@ async def test_smtps_implicit_tls_delivers(server_tls):
     async with RecordingSMTPServer(tls=server_tls) as srv:
         assert srv.url.startswith("smtps://")
         async with smtp_transport(srv.url + "?verify=0") as transport:
-            [outcome] = await transport.deliver([env()])
+            [outcome] = await transport.deliver([envelope()])
     assert outcome.ok
     assert srv.messages[0].data == message()
 
@@ -296,7 +299,7 @@ async def test_smtps_implicit_tls_delivers(server_tls):
 async def test_starttls_required_upgrades_before_sending(server_tls):
     async with RecordingSMTPServer(starttls=server_tls, require_starttls=True) as srv:
         async with smtp_transport(srv.url + "?starttls=1&verify=0", concurrency=1) as transport:
-            outcomes = await transport.deliver([env(0), env(1)])
+            outcomes = await transport.deliver([envelope(0), envelope(1)])
     assert all(o.ok for o in outcomes)
     assert srv.connections == 1
 
@@ -304,7 +307,7 @@ async def test_starttls_required_upgrades_before_sending(server_tls):
 async def test_starttls_required_but_not_offered_fails_temporarily():
     async with RecordingSMTPServer() as srv:
         async with smtp_transport(srv.url + "?starttls=1") as transport:
-            [outcome] = await transport.deliver([env()])
+            [outcome] = await transport.deliver([envelope()])
     assert outcome.ok is False and outcome.permanent is False
     assert srv.messages == []
 
@@ -312,7 +315,7 @@ async def test_starttls_required_but_not_offered_fails_temporarily():
 async def test_untrusted_certificate_is_refused_unless_verify_0(server_tls):
     async with RecordingSMTPServer(tls=server_tls) as srv:
         async with smtp_transport(srv.url) as transport:
-            [outcome] = await transport.deliver([env()])
+            [outcome] = await transport.deliver([envelope()])
     assert outcome.ok is False and outcome.code is None and outcome.permanent is False
     assert srv.messages == []
 
@@ -329,14 +332,23 @@ async def test_untrusted_certificate_is_refused_unless_verify_0(server_tls):
             "smtp://user:pa%40ss%2F@relay.example:2525",
             ("relay.example", 2525, "user", "pa@ss/", False, None, True, None),
         ),
-        ("smtp://relay.example?starttls=1", ("relay.example", 587, None, None, False, True, True, None)),
-        ("smtp://relay.example?starttls=0", ("relay.example", 25, None, None, False, False, True, None)),
+        (
+            "smtp://relay.example?starttls=1",
+            ("relay.example", 587, None, None, False, True, True, None),
+        ),
+        (
+            "smtp://relay.example?starttls=0",
+            ("relay.example", 25, None, None, False, False, True, None),
+        ),
         (
             "smtp://u%20x:p@relay.example:26?starttls=1&timeout=10&verify=0",
             ("relay.example", 26, "u x", "p", False, True, False, 10.0),
         ),
         ("smtps://u:p@relay.example", ("relay.example", 465, "u", "p", True, None, True, None)),
-        ("smtps://relay.example:1465?verify=0", ("relay.example", 1465, None, None, True, None, False, None)),
+        (
+            "smtps://relay.example:1465?verify=0",
+            ("relay.example", 1465, None, None, True, None, False, None),
+        ),
         ("SMTP://[::1]:2525", ("::1", 2525, None, None, False, None, True, None)),
     ],
 )
@@ -366,7 +378,7 @@ async def test_transport_from_url_parses_maildir_and_memory(tmp_path, monkeypatc
     assert isinstance(relative, MaildirTransport)
     assert relative.path == "spool/box"
     monkeypatch.chdir(tmp_path)
-    assert (await relative.deliver([env()]))[0].ok
+    assert (await relative.deliver([envelope()]))[0].ok
     assert len(mailbox.Maildir(tmp_path / "spool" / "box", factory=None, create=False)) == 1
 
     memory = transport_from_url("memory://")
@@ -418,7 +430,7 @@ async def test_maildir_writes_exact_bytes_readable_by_mailbox(tmp_path):
     messages = [message(0), message(1, body=b"caf\xc3\xa9\r\n.dot\r\n"), message(2)]
     transport = MaildirTransport(tmp_path / "box")
     await transport.open()
-    outcomes = await transport.deliver([env(i, data=m) for i, m in enumerate(messages)])
+    outcomes = await transport.deliver([envelope(i, data=m) for i, m in enumerate(messages)])
     await transport.close()
     assert all(o.ok and o.code == 250 for o in outcomes)
     box = mailbox.Maildir(tmp_path / "box", factory=None, create=False)
@@ -432,7 +444,7 @@ async def test_maildir_write_failure_is_a_temporary_outcome(tmp_path):
     await transport.open()
     (tmp_path / "box" / "tmp").rmdir()
     (tmp_path / "box" / "tmp").write_bytes(b"")  # not a directory: every write fails
-    [outcome] = await transport.deliver([env()])
+    [outcome] = await transport.deliver([envelope()])
     await transport.close()
     assert outcome.ok is False and outcome.permanent is False and outcome.code is None
     assert outcome.message.startswith("maildir:")
@@ -442,7 +454,7 @@ async def test_memory_transport_records_sent_and_applies_fail_hook():
     refused = Outcome(ok=False, code=550, message="5.1.1 nope", permanent=True)
     transport = MemoryTransport(fail=lambda e: refused if e.recipient.startswith("bad") else None)
     await transport.open()
-    outcomes = await transport.deliver([env(0), env(rcpt="bad@example.com"), env(2)])
+    outcomes = await transport.deliver([envelope(0), envelope(rcpt="bad@example.com"), envelope(2)])
     await transport.close()
     assert [o.ok for o in outcomes] == [True, False, True]
     assert outcomes[1] is refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -80,9 +81,11 @@ class Store:
 
     async def connect(self) -> None:
         try:
+            if self.is_sqlite and self.db.url.database not in ("", ":memory:"):
+                # Open it once synchronously: an unopenable file is reported here, before
+                # aiosqlite starts a thread that would outlive the failure.
+                sqlite3.connect(self.db.url.database).close()
             await self.db.connect()
-            if self.is_sqlite:
-                await self.db.execute("SELECT 1")  # surfaces an unopenable file now
         except Exception as exc:
             raise StoreError(
                 f"cannot open database {self.db.url.obscure_password}: {exc}"

@@ -1,0 +1,625 @@
+"""Benchmark of the send path: the gateway against raw aiosmtplib, in one run.
+
+Run it with the project's virtualenv (the package must be installed):
+
+    .venv/bin/python bench/send_path.py            # N=5000, 4 connections
+    .venv/bin/python bench/send_path.py --n 1000   # quicker
+    .venv/bin/python bench/send_path.py --json     # one JSON object with every figure
+    .venv/bin/python bench/send_path.py --n 1000 --profile cprofile   # where the time goes
+
+What happens, in order:
+
+1. An SMTP sink (aiosmtpd) starts in a child process with its own event loop on
+   127.0.0.1, port 0. It accepts every message and throws it away, counting messages per
+   envelope sender. Both the baseline and the gateway send to this same sink, so the server
+   never competes with the client for the client's event loop.
+
+2. Raw baseline: N messages are rendered beforehand (untimed) with the gateway's own
+   renderer, so they have exactly the size and shape of what the gateway sends:
+   multipart/alternative text+html, Vietnamese text, marketing footer, List-* headers.
+   aiosmtplib then sends them over C persistent connections, one recipient each. The
+   timed window includes opening the C connections, as the gateway's does.
+
+3. Gateway: a fresh SQLite database in a temporary directory gets one topic and N
+   subscribed contacts (untimed, through gw.import_contacts on a generated CSV). The file
+   is copied, so each accept mode below starts from an identical database and the delivery
+   phase after it works on exactly N messages:
+     accept/send       N x `await gw.send(...)`, one message at a time     (timed)
+     accept/send_many  `await gw.send_many(batch)` in batches of --batch    (timed)
+     delivery          `await gw.deliver(until_idle=True)` with concurrency C after each
+                       accept mode (timed), then a check that the sink received exactly N
+                       messages from the gateway's envelope sender.
+
+Figures (msg/s and ratios are against the raw baseline measured in the same run):
+  raw rate                N / raw time
+  delivery ratio          delivery rate / raw rate                           target >= 0.8
+  end-to-end ratio        N / (accept time + delivery time) / raw rate       target >= 0.6
+  accept us/msg           accept time / N
+  cpu% client / sink      CPU seconds over wall seconds of this process (all threads, the
+                          aiosqlite thread included) and of the sink; a sink near 100% means
+                          the sink, not the client, limits the rate.
+
+--profile cprofile|pyinstrument reruns nothing: it profiles the gateway phases of this run
+(the figures of a profiled run are slower and are marked as such) and prints the top
+functions by cumulative time with microseconds per message. pyinstrument must be installed
+into the virtualenv (`.venv/bin/pip install pyinstrument`). Profiles cover the event-loop
+thread only: SQLite work done in aiosqlite's thread shows up as time spent awaiting it.
+
+Only 127.0.0.1 is used. Exit status 1 when the sink did not receive exactly N messages
+from the gateway, or a message was not accepted or not sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from gateway import Gateway, SendRequest
+from gateway.config import Settings
+from gateway.render import Draft, Renderer
+from gateway.store import Contact, Topic
+from gateway.tokens import Signer
+
+HOST = "127.0.0.1"
+GATEWAY_SENDER = "news@first.vn"  # the envelope sender of every gateway message
+RAW_SENDER = "bulk@first.vn"  # the baseline's: the sink counts the two apart
+TOPIC = "news"
+
+SUBJECT = "Ưu đãi tháng 12 dành riêng cho {{ contact.name }}"
+# ~1.3 KB of Vietnamese HTML; with the layout, the footer and the text part derived from it
+# a rendered message is about 3 KB on the wire (quoted-printable), as printed by the run.
+HTML = """\
+<h1>Xin chào {{ contact.name }},</h1>
+<p>Cảm ơn bạn đã đồng hành cùng cửa hàng trong suốt năm qua. Nhân dịp cuối năm, chúng tôi
+gửi tới bạn những ưu đãi tốt nhất: giảm giá tới 50% cho áo khoác, giày thể thao và phụ kiện
+mùa đông, miễn phí vận chuyển cho mọi đơn hàng từ 300.000 đồng.</p>
+<ul>
+<li>Áo khoác lông vũ nhẹ: chỉ còn 899.000 đồng</li>
+<li>Giày chạy bộ êm chân: giảm 30% trong ba ngày đầu</li>
+<li>Khăn len và găng tay: mua hai tặng một</li>
+</ul>
+<p>Chương trình áp dụng từ ngày 10 đến hết ngày 24 tháng 12 tại tất cả cửa hàng và trên
+<a href="https://first.vn/khuyen-mai">trang web của chúng tôi</a>. Số lượng có hạn, bạn nhớ
+đặt hàng sớm nhé!</p>
+<p>Trân trọng,<br>Đội ngũ chăm sóc khách hàng</p>
+"""
+
+FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng"]
+MIDDLE = ["Văn", "Thị", "Minh", "Ngọc", "Đức", "Thanh", "Quốc", "Hồng"]
+GIVEN = ["An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Khánh", "Linh", "Phương", "Quân"]
+
+
+def contact_name(i: int) -> str:
+    return f"{FAMILY[i % 10]} {MIDDLE[(i // 10) % 8]} {GIVEN[(i // 80) % 10]}"
+
+
+def contact_email(i: int, tag: str = "kh") -> str:
+    return f"{tag}{i:06d}@example.vn"
+
+
+def gateway_env(tmp: Path, db: str, sink_port: int) -> dict[str, str]:
+    return {
+        "GATEWAY_DATABASE_URL": f"sqlite:///{tmp / db}",
+        "GATEWAY_SECRET_KEYS": "bench-key-newest,bench-key-older",
+        "GATEWAY_FROM": f"Shop <{GATEWAY_SENDER}>",
+        "GATEWAY_BASE_URL": "https://mail.first.vn",
+        "GATEWAY_SMTP_URL": f"smtp://{HOST}:{sink_port}",
+        "GATEWAY_SENDER_NAME": "Công ty TNHH First",
+        "GATEWAY_SENDER_POSTAL_ADDRESS": "12 Lê Lợi, Quận 1, TP. Hồ Chí Minh",
+        "GATEWAY_SENDER_PHONE": "+84 28 1234 5678",
+        "GATEWAY_SENDER_WEBSITE": "https://first.vn",
+    }
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+def _sink_main(conn: Any, ready: Any) -> None:
+    """Child process: an aiosmtpd sink that discards messages and counts them per sender."""
+    from aiosmtpd.smtp import SMTP
+
+    counts: dict[str, int] = {}
+    received_bytes = [0]
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            sender = envelope.mail_from
+            counts[sender] = counts.get(sender, 0) + 1
+            received_bytes[0] += len(envelope.original_content or b"")
+            return "250 OK"
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        handler = Handler()
+        server = await loop.create_server(
+            lambda: SMTP(
+                handler,
+                decode_data=False,
+                enable_SMTPUTF8=True,
+                hostname="localhost",  # no getfqdn() per connection
+                data_size_limit=None,
+                loop=loop,
+            ),
+            HOST,
+            0,
+        )
+        stop = asyncio.Event()
+
+        def on_command() -> None:
+            try:
+                command = conn.recv()
+            except EOFError:
+                command = "stop"
+            if command == "stats":
+                conn.send(
+                    {
+                        "counts": dict(counts),
+                        "bytes": received_bytes[0],
+                        "cpu": time.process_time(),
+                        "wall": time.perf_counter(),
+                    }
+                )
+            elif command == "stop":
+                stop.set()
+
+        loop.add_reader(conn.fileno(), on_command)
+        ready.send(server.sockets[0].getsockname()[1])
+        await stop.wait()
+        server.close()
+
+    asyncio.run(serve())
+
+
+class Sink:
+    """The sink process seen from the benchmark: start, stats(), stop."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe()
+        ready_recv, ready_send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_sink_main, args=(child_conn, ready_send), daemon=True)
+        self._proc.start()
+        if not ready_recv.poll(30):
+            self._proc.kill()
+            raise SystemExit("send_path: the SMTP sink did not start within 30 s")
+        self.port: int = ready_recv.recv()
+
+    def stats(self) -> dict[str, Any]:
+        self._conn.send("stats")
+        return self._conn.recv()
+
+    def stop(self) -> None:
+        try:
+            self._conn.send("stop")
+        except OSError:
+            pass
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+class Window:
+    """Wall and CPU time of this process and of the sink over one timed phase."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.seconds = 0.0
+        self.cpu = 0.0
+        self.sink_cpu = 0.0
+        self.sink_counts: dict[str, int] = {}
+
+    def __enter__(self) -> Window:
+        self._s0 = self.sink.stats()
+        self._c0 = time.process_time()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._t0
+        self.cpu = time.process_time() - self._c0
+        s1 = self.sink.stats()
+        self.sink_cpu = s1["cpu"] - self._s0["cpu"]
+        self.sink_counts = {
+            k: v - self._s0["counts"].get(k, 0) for k, v in s1["counts"].items()
+        }
+
+    def usage(self) -> dict[str, float]:
+        return {
+            "cpu_client_pct": round(100 * self.cpu / self.seconds, 1),
+            "cpu_sink_pct": round(100 * self.sink_cpu / self.seconds, 1),
+        }
+
+
+# --------------------------------------------------------------------------- profiling
+
+
+class Profiling:
+    """Optional profiler around the gateway phases; collects text reports."""
+
+    def __init__(self, kind: str | None, top: int, out_dir: Path | None) -> None:
+        self.kind = kind
+        self.top = top
+        self.out_dir = out_dir
+        self.reports: list[str] = []
+        if kind == "pyinstrument":
+            try:
+                import pyinstrument  # noqa: F401
+            except ImportError:
+                raise SystemExit(
+                    "send_path: --profile pyinstrument needs `.venv/bin/pip install pyinstrument`"
+                ) from None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def phase(self, name: str, n: int) -> Iterator[None]:
+        if self.kind is None:
+            yield
+            return
+        if self.kind == "cprofile":
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            try:
+                yield
+            finally:
+                prof.disable()
+            if self.out_dir is not None:
+                prof.dump_stats(str(self.out_dir / f"{name}.prof"))
+            self.reports.append(_cprofile_report(pstats.Stats(prof), name, n, self.top))
+            return
+        from pyinstrument import Profiler
+
+        prof = Profiler(interval=0.0005, async_mode="enabled")
+        prof.start()
+        try:
+            yield
+        finally:
+            prof.stop()
+        if self.out_dir is not None:
+            (self.out_dir / f"{name}.html").write_text(prof.output_html(), encoding="utf-8")
+        text = prof.output_text(unicode=True, color=False, show_all=False)
+        self.reports.append(f"=== pyinstrument: {name} (N={n}) ===\n{text}")
+
+
+def _cprofile_report(stats: Any, name: str, n: int, top: int) -> str:
+    """Top functions by cumulative time, with microseconds per message."""
+    rows = []
+    for (file, line, func), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():
+        rows.append((cumtime, tottime, calls, _where(file, line, func)))
+    rows.sort(reverse=True)
+    total = max((r[0] for r in rows), default=0.0)
+    out = io.StringIO()
+    out.write(f"=== cProfile: {name} (N={n}, {total:.2f} s profiled) ===\n")
+    out.write(f"{'cum us/msg':>10} {'self us/msg':>11} {'calls/msg':>9}  function\n")
+    shown = 0
+    for cumtime, tottime, calls, where in rows:
+        if where.startswith(("<", "asyncio/events.py", "bench/")) and shown:
+            continue  # loop plumbing: every coroutine step runs through it
+        out.write(
+            f"{1e6 * cumtime / n:10.1f} {1e6 * tottime / n:11.1f} {calls / n:9.2f}  {where}\n"
+        )
+        shown += 1
+        if shown >= top:
+            break
+    out.write(f"--- top {top // 2} by self time ---\n")
+    for cumtime, tottime, calls, where in sorted(rows, key=lambda r: r[1], reverse=True)[
+        : top // 2
+    ]:
+        out.write(
+            f"{1e6 * cumtime / n:10.1f} {1e6 * tottime / n:11.1f} {calls / n:9.2f}  {where}\n"
+        )
+    return out.getvalue()
+
+
+def _where(file: str, line: int, func: str) -> str:
+    if file == "~":
+        return func  # a builtin
+    for marker in ("site-packages/", "/lib/python3.", "/work/main/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            if marker == "/lib/python3.":
+                file = file.split("/", 1)[1]
+            break
+    return f"{file}:{line}({func})"
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def build_raw_messages(settings: Settings, n: int) -> list[tuple[str, bytes]]:
+    """N messages with the gateway's renderer (untimed): same size and shape as its own."""
+    renderer = Renderer(settings, Signer(settings.secret_keys))
+    topic = Topic(1, TOPIC, "Tin tức", False)
+    messages = []
+    for i in range(n):
+        to = contact_email(i, "raw")
+        contact = Contact(i + 1, f"uid{i:09d}", to, contact_name(i), "vi", "active")
+        draft = Draft(to, SUBJECT, HTML, None, "marketing", topic)
+        rendered = renderer.render(draft, contact)
+        if rendered.findings:
+            raise SystemExit(f"send_path: the template does not pass the scan: {rendered.findings}")
+        messages.append((to, rendered.raw))
+    return messages
+
+
+async def raw_baseline(
+    port: int, messages: list[tuple[str, bytes]], concurrency: int, clients: list[aiosmtplib.SMTP]
+) -> None:
+    """The timed part: connect C clients and send every message (the QUIT comes later)."""
+    work = iter(messages)
+    local_hostname = socket.getfqdn() or "localhost"  # what the gateway's transport uses
+
+    async def worker() -> None:
+        client = aiosmtplib.SMTP(
+            hostname=HOST, port=port, local_hostname=local_hostname, start_tls=False, timeout=30
+        )
+        await client.connect()
+        clients.append(client)
+        for rcpt, data in work:
+            await client.sendmail(RAW_SENDER, [rcpt], data)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(messages)))))
+
+
+async def setup_database(env: dict[str, str], tmp: Path, n: int) -> float:
+    """One topic and N subscribed contacts through the public import (untimed)."""
+    path = tmp / "contacts.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["email", "name", "language"])
+        for i in range(n):
+            writer.writerow([contact_email(i), contact_name(i), "vi"])
+    t0 = time.perf_counter()
+    async with Gateway.from_env(env) as gw:
+        await gw.add_topic(TOPIC, "Tin tức")
+        report = await gw.import_contacts(path, subscribe=[TOPIC])
+    if report.bad_rows or report.subscribed != n:
+        raise SystemExit(f"send_path: contact import went wrong: {report.as_dict()}")
+    return time.perf_counter() - t0
+
+
+def copy_database(src: Path, dst: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        if (src.parent / (src.name + suffix)).exists():
+            shutil.copyfile(src.parent / (src.name + suffix), dst.parent / (dst.name + suffix))
+
+
+async def gateway_mode(
+    mode: str,
+    env: dict[str, str],
+    n: int,
+    concurrency: int,
+    batch: int,
+    sink: Sink,
+    profiling: Profiling,
+) -> dict[str, Any]:
+    requests = [
+        SendRequest(contact_email(i), SUBJECT, HTML, None, "marketing", TOPIC) for i in range(n)
+    ]
+    failures: list[str] = []
+    async with Gateway.from_env(env, concurrency=concurrency) as gw:
+        results = []
+        with Window(sink) as accept, profiling.phase(f"accept-{mode}", n):
+            if mode == "send":
+                send = gw.send
+                for r in requests:
+                    results.append(
+                        await send(r.to, r.subject, r.html, category=r.category, topic=r.topic)
+                    )
+            else:
+                for start in range(0, n, batch):
+                    results += await gw.send_many(requests[start : start + batch])
+        not_queued = [r for r in results if r.status != "queued"]
+        if len(results) != n or not_queued:
+            failures.append(
+                f"{mode}: {len(results) - len(not_queued)}/{n} queued; first refusal: "
+                f"{not_queued[0].as_dict() if not_queued else None}"
+            )
+        size = await gw.store.db.fetch_val("SELECT avg(length(raw)) FROM outbox")
+        with Window(sink) as deliver, profiling.phase(f"deliver-{mode}", n):
+            stats = await gw.deliver(until_idle=True)
+    got = deliver.sink_counts.get(GATEWAY_SENDER, 0)
+    if stats.sent != n:
+        failures.append(f"{mode}: the worker reports {stats.as_dict()}, not {n} sent")
+    if got != n:
+        failures.append(f"{mode}: the sink received {got} messages from the gateway, not {n}")
+    return {
+        "accept_seconds": accept.seconds,
+        "accept_us_per_msg": 1e6 * accept.seconds / n,
+        "accept_cpu_pct": round(100 * accept.cpu / accept.seconds, 1),
+        "delivery_seconds": deliver.seconds,
+        "delivery_rate": n / deliver.seconds,
+        "delivery_usage": deliver.usage(),
+        "sink_received": got,
+        "worker": stats.as_dict(),
+        "avg_message_bytes": round(size or 0),
+        "failures": failures,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="send_path.py",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--n", type=int, default=5000, help="messages per phase (default 5000)")
+    parser.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        default=4,
+        help="SMTP connections, for the baseline and the gateway alike (default 4)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=500, help="send_many batch size (default 500)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument(
+        "--profile",
+        choices=("cprofile", "pyinstrument"),
+        help="profile the gateway's accept and delivery phases (slows them down)",
+    )
+    parser.add_argument(
+        "--profile-top", type=int, default=30, help="functions shown per profile (default 30)"
+    )
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        help="also write the profiles here (.prof for snakeviz/pstats, .html for pyinstrument)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (databases, CSV)"
+    )
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.concurrency < 1 or args.batch < 1:
+        parser.error("--n, --concurrency and --batch must be at least 1")
+    return args
+
+
+async def run(args: argparse.Namespace, sink: Sink, tmp: Path, say: Callable[[str], None]):
+    n, c = args.n, args.concurrency
+    profiling = Profiling(args.profile, args.profile_top, args.profile_out)
+    base_env = gateway_env(tmp, "base.db", sink.port)
+
+    say(f"rendering {n} baseline messages and importing {n} contacts (untimed) ...")
+    raw_messages = build_raw_messages(Settings.from_env(base_env), n)
+    raw_size = sum(len(m) for _, m in raw_messages) / n
+    setup_seconds = await setup_database(base_env, tmp, n)
+
+    say(f"raw baseline: aiosmtplib, {c} connections ...")
+    clients: list[aiosmtplib.SMTP] = []
+    with Window(sink) as raw:
+        await raw_baseline(sink.port, raw_messages, c, clients)
+    await asyncio.gather(*(client.quit() for client in clients))
+    raw_got = raw.sink_counts.get(RAW_SENDER, 0)
+    del raw_messages
+    raw_rate = n / raw.seconds
+
+    modes: dict[str, dict[str, Any]] = {}
+    for mode in ("send", "send_many"):
+        copy_database(tmp / "base.db", tmp / f"{mode}.db")
+        say(f"gateway: accept with {mode}, then deliver ...")
+        modes[mode] = await gateway_mode(
+            mode, gateway_env(tmp, f"{mode}.db", sink.port), n, c, args.batch, sink, profiling
+        )
+    failures = [f for m in modes.values() for f in m.pop("failures")]
+    if raw_got != n:
+        failures.append(f"raw: the sink received {raw_got} baseline messages, not {n}")
+    result: dict[str, Any] = {
+        "n": n,
+        "concurrency": c,
+        "batch": args.batch,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "profiled": args.profile,
+        "setup_seconds": round(setup_seconds, 2),
+        "raw": {
+            "seconds": raw.seconds,
+            "rate": raw_rate,
+            "avg_message_bytes": round(raw_size),
+            **raw.usage(),
+        },
+    }
+    for mode, m in modes.items():
+        e2e = n / (m["accept_seconds"] + m["delivery_seconds"])
+        m["delivery_ratio"] = m["delivery_rate"] / raw_rate
+        m["end_to_end_rate"] = e2e
+        m["end_to_end_ratio"] = e2e / raw_rate
+        result[mode] = m
+    result["ok"] = not failures
+    result["failures"] = failures
+    return result, profiling.reports
+
+
+def human(r: dict[str, Any]) -> str:
+    raw = r["raw"]
+    lines = [
+        f"send path: N={r['n']} concurrency={r['concurrency']} cores={r['cores']} "
+        f"python={r['python']}" + (f"  [PROFILED with {r['profiled']}]" if r["profiled"] else ""),
+        f"  raw aiosmtplib      {raw['rate']:8.0f} msg/s  ({raw['seconds']:.2f} s, "
+        f"{raw['avg_message_bytes']} B/msg, cpu client {raw['cpu_client_pct']}% "
+        f"sink {raw['cpu_sink_pct']}%)",
+    ]
+    for mode in ("send", "send_many"):
+        m = r[mode]
+        u = m["delivery_usage"]
+        lines += [
+            f"  gateway, accept with {mode}:",
+            f"    accept            {m['accept_us_per_msg']:8.0f} us/msg ({m['accept_seconds']:.2f} s,"
+            f" cpu {m['accept_cpu_pct']}%)",
+            f"    delivery          {m['delivery_rate']:8.0f} msg/s  ({m['delivery_seconds']:.2f} s,"
+            f" {m['avg_message_bytes']} B/msg, cpu client {u['cpu_client_pct']}%"
+            f" sink {u['cpu_sink_pct']}%)",
+            f"    delivery / raw    {m['delivery_ratio']:8.2f}        (target >= 0.8)",
+            f"    accept+delivery   {m['end_to_end_rate']:8.0f} msg/s  "
+            f"ratio to raw {m['end_to_end_ratio']:.2f} (target >= 0.6)",
+        ]
+    lines.append(
+        f"  sink check: {'OK, exactly N gateway messages per phase' if r['ok'] else 'FAILED'}"
+    )
+    lines += [f"  FAILURE: {f}" for f in r["failures"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for key in list(os.environ):
+        if key.startswith("GATEWAY_"):
+            del os.environ[key]  # the run's settings are all given explicitly
+    report_out = sys.stderr if args.json else sys.stdout
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, file=sys.stderr, flush=True)
+
+    sink = Sink()
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    cwd = os.getcwd()
+    os.chdir(tmp)  # anything the gateway writes relative to cwd lands in the temp dir
+    try:
+        result, reports = asyncio.run(run(args, sink, tmp, say))
+    finally:
+        os.chdir(cwd)
+        sink.stop()
+        if args.keep:
+            say(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    for report in reports:
+        print(report, file=report_out)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(human(result))
+    if not result["ok"]:
+        print("send_path: FAILED: " + "; ".join(result["failures"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
