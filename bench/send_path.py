@@ -82,21 +82,14 @@ RAW_SENDER = "bulk@first.vn"  # the baseline's: the sink counts the two apart
 TOPIC = "news"
 
 SUBJECT = "Ưu đãi tháng 12 dành riêng cho {{ contact.name }}"
-# ~1.3 KB of Vietnamese HTML; with the layout, the footer and the text part derived from it
-# a rendered message is about 3 KB on the wire (quoted-printable), as printed by the run.
+# A short Vietnamese HTML body. The layout, the marketing footer (in both parts), the
+# List-* headers and quoted-printable encoding add about 3.5 KB to any message, so a rendered
+# message is about 5 KB; the run prints the average sizes of both sides.
 HTML = """\
 <h1>Xin chào {{ contact.name }},</h1>
-<p>Cảm ơn bạn đã đồng hành cùng cửa hàng trong suốt năm qua. Nhân dịp cuối năm, chúng tôi
-gửi tới bạn những ưu đãi tốt nhất: giảm giá tới 50% cho áo khoác, giày thể thao và phụ kiện
-mùa đông, miễn phí vận chuyển cho mọi đơn hàng từ 300.000 đồng.</p>
-<ul>
-<li>Áo khoác lông vũ nhẹ: chỉ còn 899.000 đồng</li>
-<li>Giày chạy bộ êm chân: giảm 30% trong ba ngày đầu</li>
-<li>Khăn len và găng tay: mua hai tặng một</li>
-</ul>
-<p>Chương trình áp dụng từ ngày 10 đến hết ngày 24 tháng 12 tại tất cả cửa hàng và trên
-<a href="https://first.vn/khuyen-mai">trang web của chúng tôi</a>. Số lượng có hạn, bạn nhớ
-đặt hàng sớm nhé!</p>
+<p>Nhân dịp cuối năm, cửa hàng giảm giá tới 50% cho áo khoác, giày thể thao và phụ kiện
+mùa đông, miễn phí vận chuyển cho đơn hàng từ 300.000 đồng. Chương trình áp dụng từ ngày
+10 đến hết ngày 24 tháng 12 tại <a href="https://first.vn/khuyen-mai">first.vn</a>.</p>
 <p>Trân trọng,<br>Đội ngũ chăm sóc khách hàng</p>
 """
 

@@ -7,7 +7,8 @@ import hmac
 from collections.abc import Sequence
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadData, BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from .errors import ConfigError, GatewayError
 
@@ -32,6 +33,17 @@ class InvalidToken(GatewayError):
         self.reason = reason
 
 
+def _canonical(token: str) -> bool:
+    """Base64 leaves spare bits in a final character, so two spellings can decode to the same
+    signature. Only the spelling we issued is accepted: one changed byte is always refused (OC-4)."""
+    try:
+        return all(
+            base64_encode(base64_decode(part)) == part.encode() for part in token.split(".") if part
+        )
+    except (BadData, UnicodeEncodeError):
+        return False
+
+
 class Signer:
     """Tokens carry opaque ids only, never an address. Each purpose is its own namespace
     (salt), so an unsubscribe token cannot be replayed as an erase token."""
@@ -53,6 +65,8 @@ class Signer:
         return self._serializers[purpose].dumps(payload)
 
     def verify(self, purpose: str, token: str) -> Any:
+        if not _canonical(token):
+            raise InvalidToken("bad signature")
         try:
             return self._serializers[purpose].loads(token, max_age=MAX_AGE[purpose])
         except SignatureExpired:

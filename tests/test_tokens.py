@@ -19,14 +19,17 @@ def test_oc4_a_token_round_trips_and_reveals_no_address():
     assert b"@" not in payload
 
 
-@pytest.mark.parametrize("position", [0, 5, -1, -10])
-def test_oc4_one_changed_byte_is_rejected(position):
+def test_oc4_every_single_changed_byte_is_rejected():
     signer = Signer(["k1"])
     token = signer.sign("unsubscribe", ["uid", "news"])
-    chars = list(token)
-    chars[position] = "A" if chars[position] != "A" else "B"
-    with pytest.raises(InvalidToken):
-        signer.verify("unsubscribe", "".join(chars))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+    for position in range(len(token)):
+        for char in alphabet:
+            if char == token[position]:
+                continue
+            forged = token[:position] + char + token[position + 1 :]
+            with pytest.raises(InvalidToken):
+                signer.verify("unsubscribe", forged)
 
 
 def test_a_token_of_one_purpose_is_refused_for_another():
