@@ -34,7 +34,9 @@ _C0_SPACE = "".join(map(chr, range(0x21)))  # ...and strip these at both ends
 # WHATWG forbidden domain code points (after percent-decoding and IDNA).
 _FORBIDDEN = frozenset("\x00\t\n\r #%/:<>?@[\\]^|\x7f") | frozenset(map(chr, range(0x20)))
 # Bare URLs a mail client would autolink in text: scheme:// forms and www. hosts.
-_TEXT_URL = re.compile(r"(?i)(?<![\w@.+\-])(?:[a-z][a-z0-9+.\-]*:[/\\]{2}|www\.)[^\s<>\"'`]+")
+# Bare text is only a link where a mail client makes it one: web and ftp URLs and "www.".
+# Other schemes in prose (a "sqlite:///" path in a how-to) are not content.
+_TEXT_URL = re.compile(r"(?i)(?<![\w@.+\-])(?:(?:https?|ftp):[/\\]{2}|www\.)[^\s<>\"'`]+")
 _TRAILING_PUNCT = ".,;:!?)]}'\"*"
 _NO_AUTOLINK = frozenset({"a", "script", "title", "textarea"})
 _CSS_URL_FUNCS = frozenset({"url", "src", "image-set", "-webkit-image-set"})

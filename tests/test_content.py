@@ -547,3 +547,12 @@ def test_tp1_realistic_template_with_third_party_vml_fill():
     assert found(html, TEMPLATE_TEXT) == [
         ("https://cdn.evil.com/img/bg.jpg", "cdn.evil.com", "mso conditional comment <v:fill src>")
     ]
+
+
+def test_tp1_text_part_checks_only_what_mail_clients_link():
+    text = "Config: sqlite:///./gateway.db and smtp://user:pass@relay:25 and maildir:///var/mail.\nSee https://evil.com/x or www.evil.org\n"
+    findings = scan(None, text, ("first.vn",))
+    assert [(f.url, f.host) for f in findings] == [
+        ("https://evil.com/x", "evil.com"),
+        ("www.evil.org", "www.evil.org"),
+    ]
