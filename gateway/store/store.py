@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import sqlite3
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from databases import Database
+from databases.core import Connection as DatabasesConnection
 from sqlalchemy import and_, func, or_, select
 
 from ..errors import NotFound, StoreError
@@ -80,18 +82,36 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def connect(self) -> None:
+        self._write_lock = asyncio.Lock()
+        self._writer: asyncio.Task[Any] | None = None
         try:
             if self.is_sqlite and self.db.url.database not in ("", ":memory:"):
                 # Open it once synchronously: an unopenable file is reported here, before
                 # aiosqlite starts a thread that would outlive the failure.
                 sqlite3.connect(self.db.url.database).close()
             await self.db.connect()
+            if self.is_sqlite:
+                await self._share_connection()
         except Exception as exc:
             raise StoreError(
                 f"cannot open database {self.db.url.obscure_password}: {exc}"
             ) from None
 
+    async def _share_connection(self) -> None:
+        # `databases` opens a new SQLite connection (and thread) for every task and every
+        # query outside a held connection: about 1.3 ms each instead of 0.3 ms. One shared
+        # connection serves every task instead; `transaction()` serializes writers on it.
+        # (databases 0.9.0 is its last release, so this use of its global-connection slot,
+        # the one its force_rollback mode uses, will not move under us.)
+        connection = DatabasesConnection(self.db, self.db._backend)
+        await connection.__aenter__()
+        self.db._global_connection = connection
+
     async def disconnect(self) -> None:
+        connection = self.db._global_connection
+        if self.is_sqlite and connection is not None:
+            self.db._global_connection = None
+            await connection.__aexit__()
         await self.db.disconnect()
 
     async def migrate(self) -> tuple[int | None, int]:
@@ -119,20 +139,30 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """All or nothing. On SQLite the write lock is taken up front (BEGIN IMMEDIATE) so
-        two writers queue on the busy timeout instead of failing mid-transaction."""
+        """All or nothing; every write goes through here. On SQLite, tasks share one
+        connection, so writers take turns (a task already inside joins its own transaction),
+        and the database lock is taken up front (BEGIN IMMEDIATE) so another process's
+        writer makes us wait on the busy timeout instead of failing mid-transaction."""
         if not self.is_sqlite:
             async with self.db.transaction():
                 yield
             return
-        async with self.db.connection():
-            await self.db.execute("BEGIN IMMEDIATE")
+        task = asyncio.current_task()
+        if self._writer is task:
+            yield
+            return
+        async with self._write_lock:
+            self._writer = task
             try:
-                yield
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            await self.db.execute("COMMIT")
+                await self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    await self.db.execute("ROLLBACK")
+                    raise
+                await self.db.execute("COMMIT")
+            finally:
+                self._writer = None
 
     # -- meta ------------------------------------------------------------------------------
 
@@ -142,13 +172,14 @@ class Store:
     # -- topics ----------------------------------------------------------------------------
 
     async def add_topic(self, slug: str, name: str, double_opt_in: bool, now: float) -> Topic:
-        if await self.get_topic(slug):
-            raise StoreError(f"topic {slug!r} already exists")
-        topic_id = await self.db.execute(
-            t.topics.insert().values(
-                slug=slug, name=name, double_opt_in=double_opt_in, created_at=now
+        async with self.transaction():
+            if await self.get_topic(slug):
+                raise StoreError(f"topic {slug!r} already exists")
+            topic_id = await self.db.execute(
+                t.topics.insert().values(
+                    slug=slug, name=name, double_opt_in=double_opt_in, created_at=now
+                )
             )
-        )
         return Topic(topic_id, slug, name, double_opt_in)
 
     async def get_topic(self, slug: str) -> Topic | None:
@@ -434,28 +465,29 @@ class Store:
             .order_by(o.c.next_attempt_at, o.c.id)
             .limit(limit)
         )
-        rows = await self.db.fetch_all(
-            o.update()
-            .where(o.c.id.in_(due.scalar_subquery()))
-            .values(
-                state="sending",
-                lease_until=now + lease_seconds,
-                attempts=o.c.attempts + 1,
-                updated_at=now,
+        async with self.transaction():
+            rows = await self.db.fetch_all(
+                o.update()
+                .where(o.c.id.in_(due.scalar_subquery()))
+                .values(
+                    state="sending",
+                    lease_until=now + lease_seconds,
+                    attempts=o.c.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(
+                    o.c.id,
+                    o.c.message_id,
+                    o.c.email,
+                    o.c.contact_id,
+                    o.c.category,
+                    o.c.topic_id,
+                    o.c.sender,
+                    o.c.raw,
+                    o.c.attempts,
+                    o.c.created_at,
+                )
             )
-            .returning(
-                o.c.id,
-                o.c.message_id,
-                o.c.email,
-                o.c.contact_id,
-                o.c.category,
-                o.c.topic_id,
-                o.c.sender,
-                o.c.raw,
-                o.c.attempts,
-                o.c.created_at,
-            )
-        )
         items = [OutboxItem(**r._mapping) for r in rows]
         items.sort(key=lambda item: item.id)
         return items
