@@ -1,0 +1,277 @@
+"""Queries about people: topics, contacts, subscriptions, consent, suppressions."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..errors import StoreError
+from . import schema as t
+from .base import StoreBase
+from .records import Contact, Standing, Suppression, Topic, _contact
+
+
+class PeopleQueries(StoreBase):
+    # -- topics ----------------------------------------------------------------------------
+
+    async def add_topic(self, slug: str, name: str, double_opt_in: bool, now: float) -> Topic:
+        async with self.transaction():
+            if await self.get_topic(slug):
+                raise StoreError(f"topic {slug!r} already exists")
+            topic_id = await self.db.execute(
+                t.topics.insert().values(
+                    slug=slug, name=name, double_opt_in=double_opt_in, created_at=now
+                )
+            )
+        return Topic(topic_id, slug, name, double_opt_in)
+
+    async def get_topic(self, slug: str) -> Topic | None:
+        row = await self.db.fetch_one(t.topics.select().where(t.topics.c.slug == slug))
+        return Topic(row["id"], row["slug"], row["name"], row["double_opt_in"]) if row else None
+
+    async def list_topics(self) -> list[tuple[Topic, int]]:
+        """Each topic with its number of subscribed contacts."""
+        subscribed = (
+            select(func.count())
+            .where(t.subscriptions.c.topic_id == t.topics.c.id)
+            .where(t.subscriptions.c.status == "subscribed")
+            .scalar_subquery()
+        )
+        rows = await self.db.fetch_all(
+            select(t.topics, subscribed.label("subscribers")).order_by(t.topics.c.slug)
+        )
+        return [
+            (Topic(r["id"], r["slug"], r["name"], r["double_opt_in"]), r["subscribers"])
+            for r in rows
+        ]
+
+    # -- contacts --------------------------------------------------------------------------
+
+    async def get_contact(self, email: str) -> Contact | None:
+        row = await self.db.fetch_one(t.contacts.select().where(t.contacts.c.email == email))
+        return _contact(row) if row else None
+
+    async def upsert_contact(
+        self,
+        email: str,
+        *,
+        profile: Mapping[str, str | None],
+        attributes: Mapping[str, str],
+        source: str,
+        now: float,
+    ) -> tuple[Contact, bool]:
+        """Create the contact or update the fields given (None leaves a field alone).
+        Returns (contact, created). Call inside a transaction."""
+        given = {k: v for k, v in profile.items() if v is not None}
+        existing = await self.get_contact(email)
+        if existing is None:
+            values = dict(
+                uid=secrets.token_urlsafe(12),
+                email=email,
+                status="active",
+                source=source,
+                created_at=now,
+                updated_at=now,
+                **given,
+            )
+            contact_id = await self.db.execute(t.contacts.insert().values(**values))
+            created = True
+        else:
+            contact_id = existing.id
+            created = False
+            if given:
+                await self.db.execute(
+                    t.contacts.update()
+                    .where(t.contacts.c.id == contact_id)
+                    .values(updated_at=now, **given)
+                )
+        for key, value in attributes.items():
+            updated = await self.db.execute(
+                t.contact_attributes.update()
+                .where(t.contact_attributes.c.contact_id == contact_id)
+                .where(t.contact_attributes.c.key == key)
+                .values(value=value, source=source, updated_at=now)
+            )
+            if not created and updated:
+                continue
+            row = await self.db.fetch_one(
+                select(t.contact_attributes.c.id)
+                .where(t.contact_attributes.c.contact_id == contact_id)
+                .where(t.contact_attributes.c.key == key)
+            )
+            if row is None:
+                await self.db.execute(
+                    t.contact_attributes.insert().values(
+                        contact_id=contact_id, key=key, value=value, source=source, updated_at=now
+                    )
+                )
+        contact = await self.get_contact(email)
+        assert contact is not None
+        return contact, created
+
+    async def contact_attributes(self, contact_id: int) -> dict[str, str]:
+        rows = await self.db.fetch_all(
+            select(t.contact_attributes.c.key, t.contact_attributes.c.value).where(
+                t.contact_attributes.c.contact_id == contact_id
+            )
+        )
+        return {r["key"]: r["value"] for r in rows}
+
+    async def set_subscription(
+        self,
+        contact: Contact,
+        topic: Topic,
+        status: str,
+        *,
+        subject: str,
+        source: str,
+        policy_version: str,
+        now: float,
+        ip: str | None = None,
+    ) -> bool:
+        """Record a subscription change and its consent entry. Returns False when the
+        status was already that (nothing written). Call inside a transaction."""
+        row = await self.db.fetch_one(
+            t.subscriptions.select()
+            .where(t.subscriptions.c.contact_id == contact.id)
+            .where(t.subscriptions.c.topic_id == topic.id)
+        )
+        if row is not None and row["status"] == status:
+            return False
+        stamps: dict[str, Any] = {"status": status}
+        if status == "subscribed":
+            stamps["subscribed_at"] = now
+        elif status == "unsubscribed":
+            stamps["unsubscribed_at"] = now
+        if row is None:
+            await self.db.execute(
+                t.subscriptions.insert().values(
+                    contact_id=contact.id, topic_id=topic.id, created_at=now, **stamps
+                )
+            )
+        else:
+            await self.db.execute(
+                t.subscriptions.update().where(t.subscriptions.c.id == row["id"]).values(**stamps)
+            )
+        action = {"subscribed": "opt_in", "unsubscribed": "opt_out", "pending": "opt_in"}[status]
+        await self.db.execute(
+            t.consent_ledger.insert().values(
+                contact_id=contact.id,
+                subject=subject,
+                topic_id=topic.id,
+                action=action,
+                source=source,
+                policy_version=policy_version,
+                ip=ip,
+                created_at=now,
+            )
+        )
+        return True
+
+    # -- suppressions ----------------------------------------------------------------------
+
+    async def add_suppression(
+        self,
+        *,
+        email: str | None,
+        email_hash: str,
+        scope: str,
+        reason: str,
+        source: str,
+        now: float,
+        topic_id: int | None = None,
+    ) -> bool:
+        """Returns False when the same suppression already stands. Call inside a transaction."""
+        where = [t.suppressions.c.scope == scope, t.suppressions.c.email_hash == email_hash]
+        where.append(
+            t.suppressions.c.topic_id == topic_id
+            if topic_id is not None
+            else t.suppressions.c.topic_id.is_(None)
+        )
+        if await self.db.fetch_one(select(t.suppressions.c.id).where(*where)):
+            return False
+        await self.db.execute(
+            t.suppressions.insert().values(
+                email=email,
+                email_hash=email_hash,
+                scope=scope,
+                topic_id=topic_id,
+                reason=reason,
+                source=source,
+                created_at=now,
+            )
+        )
+        return True
+
+    async def remove_suppressions(self, hashes: Sequence[str], *, keep_erased: bool) -> int:
+        query = t.suppressions.delete().where(t.suppressions.c.email_hash.in_(hashes))
+        if keep_erased:
+            query = query.where(t.suppressions.c.reason != "erased")
+        async with self.transaction():
+            count = await self.db.fetch_val(
+                select(func.count()).select_from(t.suppressions).where(query.whereclause)
+            )
+            await self.db.execute(query)
+        return int(count or 0)
+
+    async def list_suppressions(self, limit: int = 1000, after_id: int = 0) -> list[dict[str, Any]]:
+        rows = await self.db.fetch_all(
+            select(
+                t.suppressions.c.id,
+                t.suppressions.c.email,
+                t.suppressions.c.scope,
+                t.topics.c.slug.label("topic"),
+                t.suppressions.c.reason,
+                t.suppressions.c.source,
+                t.suppressions.c.created_at,
+            )
+            .select_from(t.suppressions.outerjoin(t.topics))
+            .where(t.suppressions.c.id > after_id)
+            .order_by(t.suppressions.c.id)
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    # -- standing: what policy decides on, in three queries for a whole batch ---------------
+
+    async def standings(self, hashes: Mapping[str, Sequence[str]]) -> dict[str, Standing]:
+        """For each normalized address (keys of `hashes`, values its keyed hashes under every
+        key in use), its contact, suppressions and subscriptions."""
+        result = {email: Standing() for email in hashes}
+        if not result:
+            return result
+        owner = {h: email for email, hs in hashes.items() for h in hs}
+        rows = await self.db.fetch_all(
+            select(
+                t.suppressions.c.email_hash,
+                t.suppressions.c.scope,
+                t.suppressions.c.topic_id,
+                t.suppressions.c.reason,
+            ).where(t.suppressions.c.email_hash.in_(list(owner)))
+        )
+        for r in rows:
+            result[owner[r["email_hash"]]].suppressions.append(
+                Suppression(r["scope"], r["topic_id"], r["reason"])
+            )
+        rows = await self.db.fetch_all(
+            t.contacts.select().where(t.contacts.c.email.in_(list(result)))
+        )
+        by_id: dict[int, Standing] = {}
+        for r in rows:
+            standing = result[r["email"]]
+            standing.contact = _contact(r)
+            by_id[r["id"]] = standing
+        if by_id:
+            rows = await self.db.fetch_all(
+                select(
+                    t.subscriptions.c.contact_id,
+                    t.subscriptions.c.topic_id,
+                    t.subscriptions.c.status,
+                ).where(t.subscriptions.c.contact_id.in_(list(by_id)))
+            )
+            for r in rows:
+                by_id[r["contact_id"]].subscriptions[r["topic_id"]] = r["status"]
+        return result
