@@ -11,8 +11,8 @@ What happens, in order:
 
 1. An SMTP sink (aiosmtpd) starts in a child process with its own event loop on
    127.0.0.1, port 0. It accepts every message and throws it away, counting messages per
-   envelope sender. Both the baseline and the gateway send to this same sink, so the server
-   never competes with the client for the client's event loop.
+   envelope sender. The baseline and the gateway send to this same sink, and the server
+   never shares the client's event loop.
 
 2. Raw baseline: N messages are rendered beforehand (untimed) with the gateway's own
    renderer, so they have exactly the size and shape of what the gateway sends:
@@ -34,16 +34,21 @@ Figures (msg/s and ratios are against the raw baseline measured in the same run)
   raw rate                N / raw time
   delivery ratio          delivery rate / raw rate                           target >= 0.8
   end-to-end ratio        N / (accept time + delivery time) / raw rate       target >= 0.6
+                          (given for each accept mode)
   accept us/msg           accept time / N
-  cpu% client / sink      CPU seconds over wall seconds of this process (all threads, the
-                          aiosqlite thread included) and of the sink; a sink near 100% means
-                          the sink, not the client, limits the rate.
+  cpu client / sink       CPU time over wall time of this process (all threads, aiosqlite's
+                          included) and of the sink, also per message. A sink near 100% means
+                          the sink, not the client, limits the raw rate: the sink runs on
+                          uvloop by default to push that limit up (--sink-loop asyncio for
+                          the tests' setup). On a 2-core machine the sink, the event loop and
+                          aiosqlite's thread share the cores; the core count is printed.
 
---profile cprofile|pyinstrument reruns nothing: it profiles the gateway phases of this run
-(the figures of a profiled run are slower and are marked as such) and prints the top
-functions by cumulative time with microseconds per message. pyinstrument must be installed
-into the virtualenv (`.venv/bin/pip install pyinstrument`). Profiles cover the event-loop
-thread only: SQLite work done in aiosqlite's thread shows up as time spent awaiting it.
+--profile cprofile|pyinstrument profiles the gateway phases of this same run (their figures
+are then slower and marked as such) and prints the top functions by cumulative time in
+microseconds per message. cProfile counts each resumption of a coroutine as a call, so the
+calls/msg of async functions are inflated; the times are right. pyinstrument must first be
+installed into the virtualenv (`.venv/bin/pip install pyinstrument`). Both see the event-loop
+thread only: SQLite work in aiosqlite's thread shows up as time spent awaiting it.
 
 Only 127.0.0.1 is used. Exit status 1 when the sink did not receive exactly N messages
 from the gateway, or a message was not accepted or not sent.
@@ -123,7 +128,7 @@ def gateway_env(tmp: Path, db: str, sink_port: int) -> dict[str, str]:
 # --------------------------------------------------------------------------- the sink
 
 
-def _sink_main(conn: Any, ready: Any) -> None:
+def _sink_main(conn: Any, ready: Any, loop_kind: str) -> None:
     """Child process: an aiosmtpd sink that discards messages and counts them per sender."""
     from aiosmtpd.smtp import SMTP
 
@@ -176,17 +181,25 @@ def _sink_main(conn: Any, ready: Any) -> None:
         await stop.wait()
         server.close()
 
-    asyncio.run(serve())
+    if loop_kind == "uvloop":
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
 
 
 class Sink:
     """The sink process seen from the benchmark: start, stats(), stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop_kind: str) -> None:
+        self.loop_kind = loop_kind
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
         ready_recv, ready_send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_sink_main, args=(child_conn, ready_send), daemon=True)
+        self._proc = ctx.Process(
+            target=_sink_main, args=(child_conn, ready_send, loop_kind), daemon=True
+        )
         self._proc.start()
         if not ready_recv.poll(30):
             self._proc.kill()
@@ -228,14 +241,14 @@ class Window:
         self.cpu = time.process_time() - self._c0
         s1 = self.sink.stats()
         self.sink_cpu = s1["cpu"] - self._s0["cpu"]
-        self.sink_counts = {
-            k: v - self._s0["counts"].get(k, 0) for k, v in s1["counts"].items()
-        }
+        self.sink_counts = {k: v - self._s0["counts"].get(k, 0) for k, v in s1["counts"].items()}
 
-    def usage(self) -> dict[str, float]:
+    def usage(self, n: int) -> dict[str, float]:
         return {
             "cpu_client_pct": round(100 * self.cpu / self.seconds, 1),
             "cpu_sink_pct": round(100 * self.sink_cpu / self.seconds, 1),
+            "cpu_client_us_per_msg": round(1e6 * self.cpu / n, 1),
+            "cpu_sink_us_per_msg": round(1e6 * self.sink_cpu / n, 1),
         }
 
 
@@ -439,9 +452,10 @@ async def gateway_mode(
         "accept_seconds": accept.seconds,
         "accept_us_per_msg": 1e6 * accept.seconds / n,
         "accept_cpu_pct": round(100 * accept.cpu / accept.seconds, 1),
+        "accept_cpu_us_per_msg": round(1e6 * accept.cpu / n, 1),
         "delivery_seconds": deliver.seconds,
         "delivery_rate": n / deliver.seconds,
-        "delivery_usage": deliver.usage(),
+        "delivery_usage": deliver.usage(n),
         "sink_received": got,
         "worker": stats.as_dict(),
         "avg_message_bytes": round(size or 0),
@@ -450,6 +464,14 @@ async def gateway_mode(
 
 
 # --------------------------------------------------------------------------- main
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -467,8 +489,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=4,
         help="SMTP connections, for the baseline and the gateway alike (default 4)",
     )
+    parser.add_argument("--batch", type=int, default=500, help="send_many batch size (default 500)")
     parser.add_argument(
-        "--batch", type=int, default=500, help="send_many batch size (default 500)"
+        "--sink-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop" if _has_uvloop() else "asyncio",
+        help="event loop of the sink process (default uvloop when installed: the faster the "
+        "sink, the more the baseline measures the client rather than the sink)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     parser.add_argument(
@@ -528,13 +555,15 @@ async def run(args: argparse.Namespace, sink: Sink, tmp: Path, say: Callable[[st
         "batch": args.batch,
         "cores": os.cpu_count(),
         "python": sys.version.split()[0],
+        "commit": _commit(),
         "profiled": args.profile,
+        "sink_loop": args.sink_loop,
         "setup_seconds": round(setup_seconds, 2),
         "raw": {
             "seconds": raw.seconds,
             "rate": raw_rate,
             "avg_message_bytes": round(raw_size),
-            **raw.usage(),
+            **raw.usage(n),
         },
     }
     for mode, m in modes.items():
@@ -548,31 +577,62 @@ async def run(args: argparse.Namespace, sink: Sink, tmp: Path, say: Callable[[st
     return result, profiling.reports
 
 
+def _commit() -> str | None:
+    """The gateway's git commit (with +dirty when gateway/ has local changes), if known."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gateway"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
 def human(r: dict[str, Any]) -> str:
     raw = r["raw"]
+
+    def cpu(u: dict[str, float]) -> str:
+        return (
+            f"cpu client {u['cpu_client_pct']:.0f}% = {u['cpu_client_us_per_msg']:.0f} us/msg,"
+            f" sink {u['cpu_sink_pct']:.0f}% = {u['cpu_sink_us_per_msg']:.0f} us/msg"
+        )
+
     lines = [
-        f"send path: N={r['n']} concurrency={r['concurrency']} cores={r['cores']} "
-        f"python={r['python']}" + (f"  [PROFILED with {r['profiled']}]" if r["profiled"] else ""),
-        f"  raw aiosmtplib      {raw['rate']:8.0f} msg/s  ({raw['seconds']:.2f} s, "
-        f"{raw['avg_message_bytes']} B/msg, cpu client {raw['cpu_client_pct']}% "
-        f"sink {raw['cpu_sink_pct']}%)",
+        f"send path: N={r['n']} concurrency={r['concurrency']} batch={r['batch']}"
+        f" cores={r['cores']} python={r['python']} sink loop={r['sink_loop']}"
+        f" commit={r['commit']}"
+        + (
+            f"  [PROFILED with {r['profiled']}: rates are not representative]"
+            if r["profiled"]
+            else ""
+        ),
+        f"  raw aiosmtplib    {raw['rate']:8.0f} msg/s   {raw['seconds']:6.2f} s"
+        f"  {raw['avg_message_bytes']} B/msg  {cpu(raw)}",
     ]
     for mode in ("send", "send_many"):
         m = r[mode]
-        u = m["delivery_usage"]
         lines += [
             f"  gateway, accept with {mode}:",
-            f"    accept            {m['accept_us_per_msg']:8.0f} us/msg ({m['accept_seconds']:.2f} s,"
-            f" cpu {m['accept_cpu_pct']}%)",
-            f"    delivery          {m['delivery_rate']:8.0f} msg/s  ({m['delivery_seconds']:.2f} s,"
-            f" {m['avg_message_bytes']} B/msg, cpu client {u['cpu_client_pct']}%"
-            f" sink {u['cpu_sink_pct']}%)",
-            f"    delivery / raw    {m['delivery_ratio']:8.2f}        (target >= 0.8)",
-            f"    accept+delivery   {m['end_to_end_rate']:8.0f} msg/s  "
-            f"ratio to raw {m['end_to_end_ratio']:.2f} (target >= 0.6)",
+            f"    accept          {m['accept_us_per_msg']:8.0f} us/msg  {m['accept_seconds']:6.2f} s"
+            f"  cpu {m['accept_cpu_pct']:.0f}% = {m['accept_cpu_us_per_msg']:.0f} us/msg",
+            f"    delivery        {m['delivery_rate']:8.0f} msg/s   {m['delivery_seconds']:6.2f} s"
+            f"  {m['avg_message_bytes']} B/msg  {cpu(m['delivery_usage'])}",
+            f"    delivery/raw    {m['delivery_ratio']:8.2f}          target >= 0.8",
+            f"    (accept+delivery)/raw {m['end_to_end_ratio']:4.2f}"
+            f"  = {m['end_to_end_rate']:.0f} msg/s        target >= 0.6",
         ]
     lines.append(
-        f"  sink check: {'OK, exactly N gateway messages per phase' if r['ok'] else 'FAILED'}"
+        "  sink check: "
+        + ("OK: exactly N baseline and N gateway messages per phase" if r["ok"] else "FAILED")
     )
     lines += [f"  FAILURE: {f}" for f in r["failures"]]
     return "\n".join(lines)
@@ -589,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(text, file=sys.stderr, flush=True)
 
-    sink = Sink()
+    sink = Sink(args.sink_loop)
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     cwd = os.getcwd()
     os.chdir(tmp)  # anything the gateway writes relative to cwd lands in the temp dir

@@ -119,6 +119,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_POLICY_VERSION", "1", "version of the privacy policy recorded with each consent"
     ),
+    Setting(
+        "GATEWAY_RETENTION_DAYS",
+        "365",
+        "`gateway purge` erases contacts who stopped using the service this many days ago",
+    ),
 )
 
 
@@ -146,6 +151,7 @@ class Settings:
     ad_label: str = "[QC]"
     default_language: str = "vi"
     policy_version: str = "1"
+    retention_days: int = 365
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -184,6 +190,7 @@ class Settings:
             schedule = tuple(_duration(v) for v in _csv(get("GATEWAY_RETRY_SCHEDULE")))
             max_age = _duration(get("GATEWAY_RETRY_MAX_AGE"))
             cap = int(get("GATEWAY_MARKETING_DAILY_CAP"))
+            retention = int(get("GATEWAY_RETENTION_DAYS"))
         except ValueError as exc:
             raise ConfigError(f"a retry or cap setting is not a number: {exc}") from None
         language = get("GATEWAY_DEFAULT_LANGUAGE")
@@ -216,6 +223,7 @@ class Settings:
             ad_label=env.get("GATEWAY_AD_LABEL", "[QC]").strip(),
             default_language=language,
             policy_version=get("GATEWAY_POLICY_VERSION"),
+            retention_days=retention,
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():

@@ -15,6 +15,7 @@ from . import addresses
 from .accept import Accepter, SendRequest, SendResult
 from .config import Settings
 from .errors import InvalidInput, InvalidMessage, NotFound, StoreError
+from .preferences import PreferenceCenter
 from .render import Renderer
 from .store import Contact, Store, Topic
 from .tokens import Signer
@@ -57,6 +58,7 @@ class Gateway:
         self.signer = Signer(settings.secret_keys)
         self.renderer = Renderer(settings, self.signer)
         self.accepter = Accepter(settings, self.store, self.signer, self.renderer)
+        self.preferences = PreferenceCenter(settings, self.store, self.signer, self.accepter)
         self._transport = transport
         self.concurrency = concurrency
         self.migrated: tuple[int | None, int] | None = None
@@ -345,6 +347,31 @@ class Gateway:
 
     async def suppressions(self, limit: int = 1000, after_id: int = 0) -> list[dict[str, Any]]:
         return await self.store.list_suppressions(limit, after_id)
+
+    # -- a person's data (PD-2, PD-3, PD-4) ------------------------------------------------
+
+    async def _known(self, email: str) -> Contact:
+        contact = await self.store.get_contact(addresses.normalize(email))
+        if contact is None:
+            raise NotFound("no contact with that address")
+        return contact
+
+    async def export_contact(self, email: str) -> dict[str, Any]:
+        return await self.preferences.export(await self._known(email))
+
+    async def erase_contact(self, email: str) -> None:
+        await self.preferences.erase(await self._known(email))
+
+    async def purge(self) -> int:
+        """Erase contacts marked as no longer using the service for longer than the
+        retention period; returns how many."""
+        cutoff = time.time() - self.settings.retention_days * 86400
+        erased = 0
+        while batch := await self.store.stopped_before(cutoff):
+            for contact in batch:
+                await self.preferences.erase(contact)
+            erased += len(batch)
+        return erased
 
 
 __all__ = ["Gateway", "ImportReport", "SendRequest", "SendResult", "StoreError", "InvalidMessage"]

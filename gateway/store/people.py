@@ -275,3 +275,78 @@ class PeopleQueries(StoreBase):
             for r in rows:
                 by_id[r["contact_id"]].subscriptions[r["topic_id"]] = r["status"]
         return result
+
+    async def get_contact_by_uid(self, uid: str) -> Contact | None:
+        row = await self.db.fetch_one(t.contacts.select().where(t.contacts.c.uid == uid))
+        return _contact(row) if row else None
+
+    async def all_topics(self) -> list[Topic]:
+        rows = await self.db.fetch_all(t.topics.select().order_by(t.topics.c.name))
+        return [Topic(r["id"], r["slug"], r["name"], r["double_opt_in"]) for r in rows]
+
+    async def subscriptions_of(self, contact_id: int) -> dict[int, str]:
+        rows = await self.db.fetch_all(
+            select(t.subscriptions.c.topic_id, t.subscriptions.c.status).where(
+                t.subscriptions.c.contact_id == contact_id
+            )
+        )
+        return {r["topic_id"]: r["status"] for r in rows}
+
+    async def consent_history(self, contact_id: int) -> list[dict[str, Any]]:
+        rows = await self.db.fetch_all(
+            select(
+                t.consent_ledger.c.created_at,
+                t.topics.c.name.label("topic"),
+                t.consent_ledger.c.action,
+                t.consent_ledger.c.source,
+                t.consent_ledger.c.policy_version,
+                t.consent_ledger.c.ip,
+            )
+            .select_from(t.consent_ledger.outerjoin(t.topics))
+            .where(t.consent_ledger.c.contact_id == contact_id)
+            .order_by(t.consent_ledger.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    async def record_consent(
+        self,
+        contact: Contact,
+        *,
+        subject: str,
+        action: str,
+        source: str,
+        policy_version: str,
+        now: float,
+        topic_id: int | None = None,
+        ip: str | None = None,
+    ) -> None:
+        """Append to the consent ledger (PD-1). Call inside a transaction."""
+        await self.db.execute(
+            t.consent_ledger.insert().values(
+                contact_id=contact.id,
+                subject=subject,
+                topic_id=topic_id,
+                action=action,
+                source=source,
+                policy_version=policy_version,
+                ip=ip,
+                created_at=now,
+            )
+        )
+
+    async def set_language(self, contact_id: int, language: str, now: float) -> None:
+        await self.db.execute(
+            t.contacts.update()
+            .where(t.contacts.c.id == contact_id)
+            .values(language=language, updated_at=now)
+        )
+
+    async def lift_suppressions(self, hashes: Sequence[str], scope: str) -> int:
+        """Remove the suppressions of one scope (a person's own fresh opt-in). Call inside a
+        transaction."""
+        where = (t.suppressions.c.email_hash.in_(list(hashes)), t.suppressions.c.scope == scope)
+        count = await self.db.fetch_val(
+            select(func.count()).select_from(t.suppressions).where(*where)
+        )
+        await self.db.execute(t.suppressions.delete().where(*where))
+        return int(count or 0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .outbox import OutboxQueries
 from .people import PeopleQueries
+from .personal import PersonalData
 
 
-class Store(PeopleQueries, OutboxQueries):
+class Store(PeopleQueries, PersonalData, OutboxQueries):
     """One object over one database; its queries are grouped by what they are about."""

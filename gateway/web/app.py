@@ -8,13 +8,52 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core import Gateway
+from ..errors import InvalidInput
+from ..render import TEMPLATES
+from ..tokens import InvalidToken
+from . import pages
+from .i18n import CATALOG
 
 log = logging.getLogger("gateway.web")
+
+# Promise 3: nothing from another origin, no scripts at all; links carry tokens, so no Referer.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        b"base-uri 'none'; frame-ancestors 'none'",
+    ),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"set-cookie"]
+                message["headers"] = headers + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -23,12 +62,43 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "schema_version": version})
 
 
+async def invalid_token(request: Request, exc: Exception) -> Response:
+    # Nothing changes for anyone; the person is offered a way to get a fresh link.
+    lang = pages.lang_of(request)
+    t = CATALOG[lang]
+    return pages.page(
+        request,
+        "message.html",
+        lang,
+        "invalid_title",
+        status=404 if "unknown" in str(exc) else 400,
+        paragraphs=[t["invalid_body"]],
+        link={"href": "/manage", "text": t["invalid_manage"]},
+    )
+
+
+async def bad_request(request: Request, exc: Exception) -> Response:
+    lang = pages.lang_of(request)
+    status = getattr(exc, "status", 400)
+    return pages.page(
+        request, "message.html", lang, "bad_request_title", status=status, paragraphs=[str(exc)]
+    )
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    lang = pages.lang_of(request)
+    key = "not_found_title" if exc.status_code == 404 else "bad_request_title"
+    return pages.page(
+        request, "message.html", lang, key, status=exc.status_code, paragraphs=[str(exc.detail)]
+    )
+
+
 def create_app(gw: Gateway, *, worker: bool = True) -> Starlette:
     """`gw` is opened by the caller; the lifespan runs the delivery worker beside the pages."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.gateway = gw
         stop = asyncio.Event()
         task = asyncio.create_task(gw.deliver(stop=stop)) if worker else None
         try:
@@ -39,4 +109,29 @@ def create_app(gw: Gateway, *, worker: bool = True) -> Starlette:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, timeout=30)
 
-    return Starlette(routes=[Route("/healthz", healthz)], lifespan=lifespan)
+    routes = [
+        Route("/healthz", healthz),
+        Route("/unsubscribe/{token}", pages.unsubscribe, methods=["GET", "POST"]),
+        Route("/preferences/{token}", pages.preferences, methods=["GET", "POST"]),
+        Route("/preferences/{token}/{purpose:str}", pages.request_data, methods=["POST"]),
+        Route("/confirm/{purpose:str}/{token}", pages.confirm_data, methods=["GET", "POST"]),
+        Route("/manage", pages.manage, methods=["GET", "POST"]),
+        Mount("/static", StaticFiles(directory=TEMPLATES / "web" / "static"), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={
+            InvalidToken: invalid_token,
+            pages.BadRequest: bad_request,
+            InvalidInput: bad_request,
+            HTTPException: http_error,
+        },
+    )
+    app.state.gateway = gw
+    app.state.manage_limits = {
+        "address": pages.RateLimit(limit=3, window=3600),
+        "client": pages.RateLimit(limit=30, window=3600),
+    }
+    return app

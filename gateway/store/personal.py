@@ -1,0 +1,134 @@
+"""A person's own data: everything held about them (PD-2), erasure (PD-3), retention (PD-4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from . import schema as t
+from .base import StoreBase
+from .records import Contact
+
+
+class PersonalData(StoreBase):
+    async def export(self, contact: Contact) -> dict[str, Any]:
+        """Everything held about one person, as plain data."""
+        profile = await self.db.fetch_one(t.contacts.select().where(t.contacts.c.id == contact.id))
+        assert profile is not None
+        attributes = await self.db.fetch_all(
+            select(
+                t.contact_attributes.c.key,
+                t.contact_attributes.c.value,
+                t.contact_attributes.c.source,
+                t.contact_attributes.c.updated_at,
+            ).where(t.contact_attributes.c.contact_id == contact.id)
+        )
+        subscriptions = await self.db.fetch_all(
+            select(
+                t.topics.c.slug,
+                t.topics.c.name,
+                t.subscriptions.c.status,
+                t.subscriptions.c.created_at,
+                t.subscriptions.c.subscribed_at,
+                t.subscriptions.c.unsubscribed_at,
+            )
+            .select_from(t.subscriptions.join(t.topics))
+            .where(t.subscriptions.c.contact_id == contact.id)
+        )
+        consent = await self.db.fetch_all(
+            select(
+                t.consent_ledger.c.created_at,
+                t.topics.c.slug.label("topic"),
+                t.consent_ledger.c.action,
+                t.consent_ledger.c.source,
+                t.consent_ledger.c.policy_version,
+                t.consent_ledger.c.ip,
+            )
+            .select_from(t.consent_ledger.outerjoin(t.topics))
+            .where(t.consent_ledger.c.contact_id == contact.id)
+            .order_by(t.consent_ledger.c.id)
+        )
+        messages = await self.db.fetch_all(
+            select(
+                t.message_log.c.created_at,
+                t.message_log.c.subject,
+                t.message_log.c.category,
+                t.message_log.c.status,
+            )
+            .where(
+                or_(
+                    t.message_log.c.contact_id == contact.id,
+                    t.message_log.c.email == contact.email,
+                )
+            )
+            .order_by(t.message_log.c.id)
+        )
+        fields = ("email", "name", "phone", "postal_address", "language", "status", "created_at")
+        return {
+            "profile": {k: profile[k] for k in fields},
+            "attributes": [dict(r._mapping) for r in attributes],
+            "subscriptions": [dict(r._mapping) for r in subscriptions],
+            "consent": [dict(r._mapping) for r in consent],
+            "messages": [dict(r._mapping) for r in messages],
+        }
+
+    async def erase(self, contact: Contact, hashes: Sequence[str], now: float) -> None:
+        """Remove the person and every personal field that mentions them; keep only the keyed
+        hash (reason erased) so the address is never mailed again. Call inside a transaction."""
+        cid = contact.id
+        await self.db.execute(
+            t.contact_attributes.delete().where(t.contact_attributes.c.contact_id == cid)
+        )
+        await self.db.execute(t.subscriptions.delete().where(t.subscriptions.c.contact_id == cid))
+        # Consent records stay (PD-4: kept at least a year), tied only to the keyed hash.
+        await self.db.execute(
+            t.consent_ledger.update()
+            .where(t.consent_ledger.c.contact_id == cid)
+            .values(contact_id=None, ip=None)
+        )
+        mentions = or_(t.message_log.c.contact_id == cid, t.message_log.c.email == contact.email)
+        await self.db.execute(
+            t.message_log.update().where(mentions).values(contact_id=None, email=None, subject=None)
+        )
+        # Mail still waiting for them is stopped, and its content dropped.
+        mine = or_(t.outbox.c.contact_id == cid, t.outbox.c.email == contact.email)
+        await self.db.execute(
+            t.outbox.update()
+            .where(mine)
+            .where(t.outbox.c.state.in_(("queued", "sending")))
+            .values(state="suppressed", last_error="erased", updated_at=now)
+        )
+        await self.db.execute(
+            t.outbox.update().where(mine).values(contact_id=None, email=None, raw=None)
+        )
+        await self.db.execute(
+            t.suppressions.update()
+            .where(t.suppressions.c.email_hash.in_(list(hashes)))
+            .values(email=None)
+        )
+        await self.db.execute(
+            t.suppressions.insert().values(
+                email=None,
+                email_hash=hashes[0],
+                scope="all",
+                reason="erased",
+                source="person",
+                created_at=now,
+            )
+        )
+        await self.db.execute(t.contacts.delete().where(t.contacts.c.id == cid))
+
+    async def stopped_before(self, cutoff: float, limit: int = 500) -> list[Contact]:
+        """Contacts marked as no longer using the service since before `cutoff` (PD-4)."""
+        from .records import _contact
+
+        rows = await self.db.fetch_all(
+            t.contacts.select()
+            .where(t.contacts.c.status == "stopped")
+            .where(t.contacts.c.stopped_at < cutoff)
+            .order_by(t.contacts.c.id)
+            .limit(limit)
+        )
+        return [_contact(r) for r in rows]

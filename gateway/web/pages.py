@@ -1,0 +1,248 @@
+"""The pages recipients reach from their mail: one-click unsubscribe, preferences, their data."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+import jinja2
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from ..core import Gateway
+from ..errors import InvalidAddress
+from ..render import TEMPLATES
+from ..store import Contact
+from .i18n import CATALOG, pick_language
+
+MAX_FORM_BYTES = 16 * 1024
+PURPOSES = ("export", "erase")
+
+env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES / "web"), autoescape=True, trim_blocks=True
+)
+
+
+class BadRequest(Exception):
+    """A malformed or oversized form: answered 400/413 with a page, nothing changes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def page(
+    request: Request, template: str, lang: str, title_key: str, status: int = 200, **ctx: Any
+) -> HTMLResponse:
+    gw: Gateway = request.app.state.gateway
+    t = CATALOG[lang]
+    other = "en" if lang == "vi" else "vi"
+    html = env.get_template(template).render(
+        lang=lang,
+        t=t,
+        title=t[title_key],
+        sender=gw.settings.sender_name,
+        switch_url=f"{request.url.path}?lang={other}",
+        **ctx,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def lang_of(request: Request, contact: Contact | None = None) -> str:
+    return pick_language(
+        request.query_params.get("lang"),
+        contact.language if contact else None,
+        accept_language=request.headers.get("accept-language", ""),
+    )
+
+
+async def read_form(request: Request) -> FormData:
+    """The form, read with a size cap before parsing, so a huge body costs us nothing."""
+    size = int(request.headers.get("content-length") or 0)
+    if size > MAX_FORM_BYTES:
+        raise BadRequest(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise BadRequest(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
+    request._body = body  # starlette's form parser reads the cached body
+    try:
+        return await request.form(max_files=0, max_fields=200, max_part_size=4096)
+    except (MultiPartException, ValueError, KeyError) as exc:
+        raise BadRequest(400, f"the form could not be read: {exc}") from None
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+# -- one-click unsubscribe (RFC 8058) ---------------------------------------------------------
+
+
+async def unsubscribe(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    token = request.path_params["token"]
+    contact = await gw.preferences.contact("unsubscribe", token)
+    lang = lang_of(request, contact)
+    preferences_url = gw.preferences.link("preferences", contact)
+    if request.method == "GET":
+        # OC-3: mail scanners prefetch links; a GET only shows the button.
+        return page(
+            request,
+            "unsubscribe.html",
+            lang,
+            "unsubscribe_title",
+            action=request.url.path,
+            preferences_url=preferences_url,
+        )
+    form = await read_form(request)
+    if form.get("List-Unsubscribe") != "One-Click":
+        raise BadRequest(400, "expected List-Unsubscribe=One-Click in the form body")
+    # OC-1, OC-5, ST-1: committed before we answer; 200, never a redirect, no cookie.
+    changed = await gw.preferences.refuse(contact, source="link", ip=client_ip(request))
+    return page(
+        request,
+        "unsubscribed.html",
+        lang,
+        "unsubscribed_title",
+        changed=changed,
+        preferences_url=preferences_url,
+    )
+
+
+# -- the preference page ------------------------------------------------------------------------
+
+
+async def preferences(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    token = request.path_params["token"]
+    contact = await gw.preferences.contact("preferences", token)
+    saved = False
+    if request.method == "POST":
+        form = await read_form(request)
+        language = form.get("language")
+        if language not in (None, "vi", "en"):
+            raise BadRequest(400, "language must be vi or en")
+        contact = await gw.preferences.update(
+            contact,
+            topics={str(v) for v in form.getlist("topic")},
+            stop_all=form.get("stop_all") == "1",
+            language=language if isinstance(language, str) else None,
+            ip=client_ip(request),
+        )
+        saved = True
+    view = await gw.preferences.view(contact)
+    lang = request.query_params.get("lang") if request.method == "GET" else None
+    return page(
+        request,
+        "preferences.html",
+        lang_of(request, contact) if lang else contact.language,
+        "preferences_title",
+        view=view,
+        saved=saved,
+        action=request.url.path,
+    )
+
+
+async def request_data(request: Request) -> Response:
+    """POST /preferences/{token}/export|erase: mail a short-lived confirmation link."""
+    gw: Gateway = request.app.state.gateway
+    if request.path_params["purpose"] not in PURPOSES:
+        raise HTTPException(404, "no such page")
+    contact = await gw.preferences.contact("preferences", request.path_params["token"])
+    await read_form(request)
+    await gw.preferences.request(contact, request.path_params["purpose"])
+    lang = lang_of(request, contact)
+    return page(
+        request, "message.html", lang, "sent_title", paragraphs=[CATALOG[lang]["sent_body"]]
+    )
+
+
+async def confirm_data(request: Request) -> Response:
+    """GET shows a button; POST exports (JSON) or erases (PD-2, PD-3)."""
+    gw: Gateway = request.app.state.gateway
+    purpose = request.path_params["purpose"]
+    if purpose not in PURPOSES:
+        raise HTTPException(404, "no such page")
+    contact = await gw.preferences.contact(purpose, request.path_params["token"])
+    lang = lang_of(request, contact)
+    t = CATALOG[lang]
+    if request.method == "GET":
+        return page(
+            request,
+            "confirm.html",
+            lang,
+            f"confirm_{purpose}_title",
+            body=t[f"confirm_{purpose}_body"],
+            button=t[f"{purpose}_button"],
+            action=request.url.path,
+            danger=purpose == "erase",
+        )
+    await read_form(request)
+    if purpose == "export":
+        data = await gw.preferences.export(contact)
+        return Response(
+            json.dumps(data, ensure_ascii=False, indent=2),
+            media_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
+        )
+    await gw.preferences.erase(contact)
+    return page(request, "message.html", lang, "erased_title", paragraphs=[t["erased_body"]])
+
+
+# -- /manage: a fresh link by email ----------------------------------------------------------
+
+
+class RateLimit:
+    """At most `limit` hits per key in `window` seconds (in memory, per process)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.hits: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        hits = self.hits[key]
+        while hits and hits[0] < now - self.window:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return False
+        hits.append(now)
+        if len(self.hits) > 100_000:  # forget idle keys rather than grow without bound
+            self.hits = defaultdict(deque, {k: v for k, v in self.hits.items() if v})
+        return True
+
+
+async def manage(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    lang = lang_of(request)
+    if request.method == "GET":
+        return page(request, "manage.html", lang, "manage_title")
+    form = await read_form(request)
+    address = str(form.get("email") or "")
+    limits = request.app.state.manage_limits
+    ip = client_ip(request) or "?"
+    if not limits["client"].allow(ip):
+        return page(
+            request,
+            "message.html",
+            lang,
+            "too_many_title",
+            status=429,
+            paragraphs=[CATALOG[lang]["too_many_body"]],
+        )
+    try:
+        key = address.strip().lower()
+        if limits["address"].allow(key):
+            await gw.preferences.send_preferences_link(address)
+    except InvalidAddress as exc:
+        return page(request, "manage.html", lang, "manage_title", status=400, error=str(exc))
+    # The same answer whether or not the address is known (or was rate limited).
+    return page(request, "manage.html", lang, "manage_title", sent=True)
