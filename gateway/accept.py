@@ -133,16 +133,16 @@ class Accepter:
         rows: list[dict[str, Any]] = []
         logs: list[dict[str, Any]] = []
         async with self.store.connection():
+            keys = [r.idempotency_key for r in requests if r.idempotency_key]
+            known = await self.store.find_idempotent(keys)
             for i, req in enumerate(requests):
-                if req.idempotency_key:
-                    found = await self.store.find_idempotent(req.idempotency_key)
-                    if found:
-                        results[i] = SendResult("queued", "already accepted", found["message_id"])
+                if req.idempotency_key in known:
+                    results[i] = SendResult("queued", "already accepted", known[req.idempotency_key])
             pending = [i for i in range(len(drafts)) if results[i] is None]
             standings = await self.store.standings(
-                {drafts[i].to: self.signer.address_hashes(drafts[i].to) for i in pending}
+                {drafts[i].to: self.signer.address_hashes(drafts[i].to) for i in pending},
+                attributes=True,
             )
-            attributes: dict[int, dict[str, str]] = {}
             for i in pending:
                 draft = drafts[i]
                 standing = standings[draft.to]
@@ -167,11 +167,7 @@ class Accepter:
                         }
                     )
                     continue
-                if contact is not None and contact.id not in attributes:
-                    attributes[contact.id] = await self.store.contact_attributes(contact.id)
-                rendered = self.renderer.render(
-                    draft, contact, attributes.get(contact.id) if contact else None
-                )
+                rendered = self.renderer.render(draft, contact, standing.attributes)
                 if rendered.findings:
                     urls = tuple(dict.fromkeys(f.url for f in rendered.findings))
                     reason = "third-party content: " + "; ".join(

@@ -192,6 +192,14 @@ def is_first_party(host: str, domains: Sequence[str]) -> bool:
 
 
 def _check(url: str, where: str, domains: Sequence[str], data_image_ok: bool) -> Finding | None:
+    # A campaign's messages repeat the same URLs: decide each (url, place) once.
+    return _check_cached(url, where, tuple(domains), data_image_ok)
+
+
+@lru_cache(maxsize=8192)
+def _check_cached(
+    url: str, where: str, domains: tuple[str, ...], data_image_ok: bool
+) -> Finding | None:
     scheme, rest = _split_scheme(url)
     if scheme in _SCRIPT:
         return Finding(url, None, where, f"{scheme}: URLs are never allowed in mail: remove it")
@@ -254,8 +262,11 @@ def _refresh_url(content: str) -> str | None:
     return rest.strip() or None
 
 
-def _css_urls(css: str) -> list[tuple[str, str]]:
+@lru_cache(maxsize=2048)
+def _css_urls(css: str) -> tuple[tuple[str, str], ...]:
     """(kind, url) for each url()/image-set()/@import in CSS; comments are skipped."""
+    if "(" not in css and "@" not in css and "\\" not in css:
+        return ()  # no function, no at-rule, no escape: no URL (most style attributes)
     found: list[tuple[str, str]] = []
 
     def walk(tokens: list) -> None:
@@ -277,7 +288,7 @@ def _css_urls(css: str) -> list[tuple[str, str]]:
             importing = tok.type == "at-keyword" and tok.lower_value == "import"
 
     walk(tinycss2.parse_component_value_list(css, skip_comments=True))
-    return found
+    return tuple(found)
 
 
 class _Collector(HTMLParser):

@@ -52,7 +52,7 @@ class Worker:
         self.transport = transport
         # Enough per batch to keep every connection busy, small enough that the
         # suppression recheck stays close to the moment of hand-over.
-        self.batch_size = batch_size or max(50, 25 * transport.concurrency)
+        self.batch_size = batch_size or max(100, 50 * transport.concurrency)
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.stats = WorkerStats()
@@ -64,35 +64,69 @@ class Worker:
         stop: asyncio.Event | None = None,
         progress: Callable[[WorkerStats], Any] | None = None,
     ) -> WorkerStats:
+        """Deliver until idle or stopped. The database work of one batch overlaps the SMTP
+        work of another: the next batch is claimed, and the last one recorded, while the
+        current one is on the wire. The suppression recheck is not moved earlier: it runs
+        for each batch right before that batch is handed over (ST-1)."""
         stop = stop or asyncio.Event()
         async with self.store.connection():
-            while not stop.is_set():
-                claimed = await self.run_once()
-                if progress is not None:
-                    progress(self.stats)
-                if claimed:
-                    continue
-                if until_idle:
-                    break
-                # Sleep until the next message is due, but wake for new ones regularly.
-                nxt = await self.store.next_due()
-                delay = (
-                    self.poll_seconds
-                    if nxt is None
-                    else min(self.poll_seconds, max(0.0, nxt - time.time()))
-                )
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.05))
-                except TimeoutError:
-                    pass
+            claiming: asyncio.Task[list[OutboxItem]] | None = asyncio.create_task(self._claim())
+            recording: asyncio.Task[None] | None = None
+            try:
+                while claiming is not None:
+                    items = await claiming
+                    claiming = None
+                    if items:
+                        deliver, suppressed, logs = await self._recheck(items)
+                        if not stop.is_set():
+                            claiming = asyncio.create_task(self._claim())
+                        outcomes = await self.transport.deliver(
+                            [Envelope(i.sender, i.email, i.raw) for i in deliver]
+                        )
+                        if recording is not None:
+                            await recording
+                        recording = asyncio.create_task(
+                            self._record(deliver, outcomes, suppressed, logs)
+                        )
+                        if progress is not None:
+                            progress(self.stats)
+                        continue
+                    if recording is not None:
+                        await recording
+                        recording = None
+                        if progress is not None:
+                            progress(self.stats)
+                    if until_idle or stop.is_set():
+                        break
+                    await self._idle(stop)
+                    if not stop.is_set():
+                        claiming = asyncio.create_task(self._claim())
+            finally:
+                if recording is not None:
+                    await recording
+                if claiming is not None:
+                    # Stopped with a batch claimed but not sent: its lease brings it back.
+                    claiming.cancel()
         return self.stats
 
-    async def run_once(self) -> int:
+    async def _idle(self, stop: asyncio.Event) -> None:
+        # Sleep until the next message is due, but wake for new ones regularly.
+        nxt = await self.store.next_due()
+        delay = self.poll_seconds if nxt is None else min(self.poll_seconds, nxt - time.time())
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.05))
+        except TimeoutError:
+            pass
+
+    async def _claim(self) -> list[OutboxItem]:
         items = await self.store.claim(self.batch_size, self.lease_seconds, time.time())
-        if not items:
-            return 0
         self.stats.claimed += len(items)
-        # ST-1: the refusal may have arrived after the message was accepted.
+        return items
+
+    async def _recheck(
+        self, items: list[OutboxItem]
+    ) -> tuple[list[OutboxItem], list[tuple[int, str]], list[dict[str, Any]]]:
+        """ST-1: a refusal may have arrived after the message was accepted."""
         standings = await self.store.standings(
             {item.email: self.signer.address_hashes(item.email) for item in items}
         )
@@ -107,9 +141,15 @@ class Worker:
             else:
                 suppressed.append((item.id, decision.reason))
                 logs.append(self._log(item, "suppressed", decision.reason, now))
-        outcomes = await self.transport.deliver(
-            [Envelope(item.sender, item.email, item.raw) for item in deliver]
-        )
+        return deliver, suppressed, logs
+
+    async def _record(
+        self,
+        deliver: list[OutboxItem],
+        outcomes: list[Outcome],
+        suppressed: list[tuple[int, str]],
+        logs: list[dict[str, Any]],
+    ) -> None:
         now = time.time()
         sent: list[int] = []
         retry: list[tuple[int, float, str]] = []
@@ -135,7 +175,6 @@ class Worker:
         self.stats.retried += len(retry)
         self.stats.failed += len(failed)
         self.stats.suppressed += len(suppressed)
-        return len(items)
 
     def _next_attempt(self, item: OutboxItem, now: float) -> float | None:
         schedule = self.settings.retry_schedule

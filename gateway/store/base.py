@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -100,15 +100,61 @@ class StoreBase:
         async with self._write_lock:
             self._writer = task
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
+                await self.run("BEGIN IMMEDIATE")
                 try:
                     yield
                 except BaseException:
-                    await self.db.execute("ROLLBACK")
+                    await self.run("ROLLBACK")
                     raise
-                await self.db.execute("COMMIT")
+                await self.run("COMMIT")
             finally:
                 self._writer = None
+
+    # -- the fast path: plain SQL with ? placeholders ------------------------------------------
+    # The hot statements (accept, claim, recheck, finish) skip SQLAlchemy's per-call compile
+    # and `databases`' per-row execute_many: on SQLite they go straight to the shared
+    # aiosqlite connection, one thread hop per statement. Elsewhere they go through
+    # `databases` with the placeholders renamed.
+
+    def _raw(self) -> Any:
+        connection = self.db._global_connection if self.is_sqlite else None
+        return connection.raw_connection if connection is not None else None
+
+    @staticmethod
+    def _named(sql: str, params: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        parts = sql.split("?")
+        assert len(parts) == len(params) + 1, "placeholders and parameters differ"
+        named = "".join(f"{part}:p{i}" for i, part in enumerate(parts[:-1])) + parts[-1]
+        return named, {f"p{i}": value for i, value in enumerate(params)}
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raw = self._raw()
+        if raw is not None:
+            return list(await raw.execute_fetchall(sql, params))
+        named, values = self._named(sql, params)
+        return [tuple(r._mapping.values()) for r in await self.db.fetch_all(named, values)]
+
+    async def run(self, sql: str, params: Sequence[Any] = ()) -> None:
+        raw = self._raw()
+        if raw is not None:
+            await raw.execute(sql, params)
+            return
+        named, values = self._named(sql, params)
+        await self.db.execute(named, values)
+
+    async def run_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        if not params:
+            return
+        raw = self._raw()
+        if raw is not None:
+            await raw.executemany(sql, params)
+            return
+        for row in params:
+            await self.run(sql, row)
+
+    @staticmethod
+    def marks(count: int) -> str:
+        return ",".join("?" * count)
 
     # -- meta ------------------------------------------------------------------------------
 

@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 
 from ..errors import NotFound
 from . import schema as t
 from .base import StoreBase
 from .records import OutboxItem
+
+OUTBOX_COLUMNS = (
+    "message_id", "contact_id", "email", "category", "topic_id", "sender", "raw", "state",
+    "attempts", "next_attempt_at", "idempotency_key", "created_at", "updated_at",
+)  # fmt: skip
+LOG_COLUMNS = (
+    "message_id", "contact_id", "email", "category", "topic_id", "subject", "status", "reason",
+    "created_at",
+)  # fmt: skip
 
 
 class OutboxQueries(StoreBase):
@@ -20,59 +29,44 @@ class OutboxQueries(StoreBase):
         self, rows: Sequence[Mapping[str, Any]], logs: Sequence[Mapping[str, Any]]
     ) -> None:
         """Write accepted messages and their log entries. Call inside a transaction."""
-        if rows:
-            await self.db.execute_many(t.outbox.insert(), [dict(r) for r in rows])
-        if logs:
-            await self.log(logs)
+        await self.run_many(
+            f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES ({self.marks(len(OUTBOX_COLUMNS))})",
+            [tuple(row.get(c) for c in OUTBOX_COLUMNS) for row in rows],
+        )
+        await self.log(logs)
 
     async def log(self, logs: Sequence[Mapping[str, Any]]) -> None:
-        await self.db.execute_many(t.message_log.insert(), [dict(r) for r in logs])
-
-    async def find_idempotent(self, key: str) -> dict[str, Any] | None:
-        row = await self.db.fetch_one(
-            select(t.outbox.c.message_id, t.outbox.c.state).where(t.outbox.c.idempotency_key == key)
+        await self.run_many(
+            f"INSERT INTO message_log ({', '.join(LOG_COLUMNS)}) VALUES ({self.marks(len(LOG_COLUMNS))})",
+            [tuple(entry.get(c) for c in LOG_COLUMNS) for entry in logs],
         )
-        return dict(row._mapping) if row else None
+
+    async def find_idempotent(self, keys: Sequence[str]) -> dict[str, str]:
+        """Message-IDs already accepted under these idempotency keys."""
+        if not keys:
+            return {}
+        rows = await self.rows(
+            "SELECT idempotency_key, message_id FROM outbox"
+            f" WHERE idempotency_key IN ({self.marks(len(keys))})",
+            list(keys),
+        )
+        return dict(rows)  # type: ignore[arg-type]
 
     async def claim(self, limit: int, lease_seconds: float, now: float) -> list[OutboxItem]:
         """Lease up to `limit` due messages: queued and due, or leased by a worker whose
         lease ran out (it crashed). One statement, so two workers never claim one row."""
-        o = t.outbox
-        due = (
-            select(o.c.id)
-            .where(
-                or_(
-                    and_(o.c.state == "queued", o.c.next_attempt_at <= now),
-                    and_(o.c.state == "sending", o.c.lease_until < now),
-                )
-            )
-            .order_by(o.c.next_attempt_at, o.c.id)
-            .limit(limit)
-        )
         async with self.transaction():
-            rows = await self.db.fetch_all(
-                o.update()
-                .where(o.c.id.in_(due.scalar_subquery()))
-                .values(
-                    state="sending",
-                    lease_until=now + lease_seconds,
-                    attempts=o.c.attempts + 1,
-                    updated_at=now,
-                )
-                .returning(
-                    o.c.id,
-                    o.c.message_id,
-                    o.c.email,
-                    o.c.contact_id,
-                    o.c.category,
-                    o.c.topic_id,
-                    o.c.sender,
-                    o.c.raw,
-                    o.c.attempts,
-                    o.c.created_at,
-                )
+            rows = await self.rows(
+                "UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1,"
+                " updated_at = ? WHERE id IN (SELECT id FROM outbox WHERE"
+                " (state = 'queued' AND next_attempt_at <= ?)"
+                " OR (state = 'sending' AND lease_until < ?)"
+                " ORDER BY next_attempt_at, id LIMIT ?)"
+                " RETURNING id, message_id, email, contact_id, category, topic_id, sender, raw,"
+                " attempts, created_at",
+                (now + lease_seconds, now, now, now, limit),
             )
-        items = [OutboxItem(**r._mapping) for r in rows]
+        items = [OutboxItem(*row) for row in rows]
         items.sort(key=lambda item: item.id)
         return items
 
@@ -88,42 +82,27 @@ class OutboxQueries(StoreBase):
     ) -> None:
         """Record the outcome of a batch in one transaction. Sent, failed and suppressed
         messages drop their body: the log keeps what happened, not the content."""
-        o = t.outbox
         sent = list(sent)
         async with self.transaction():
-            if sent:
-                await self.db.execute(
-                    o.update()
-                    .where(o.c.id.in_(sent))
-                    .values(state="sent", raw=None, lease_until=None, updated_at=now)
+            for start in range(0, len(sent), 500):
+                chunk = sent[start : start + 500]
+                await self.run(
+                    "UPDATE outbox SET state = 'sent', raw = NULL, lease_until = NULL,"
+                    f" updated_at = ? WHERE id IN ({self.marks(len(chunk))})",
+                    [now, *chunk],
                 )
-            for state, pairs in (("failed", failed), ("suppressed", suppressed)):
-                for outbox_id, reason in pairs:
-                    await self.db.execute(
-                        o.update()
-                        .where(o.c.id == outbox_id)
-                        .values(
-                            state=state,
-                            raw=None,
-                            lease_until=None,
-                            last_error=reason,
-                            updated_at=now,
-                        )
-                    )
-            for outbox_id, when, reason in retry:
-                await self.db.execute(
-                    o.update()
-                    .where(o.c.id == outbox_id)
-                    .values(
-                        state="queued",
-                        next_attempt_at=when,
-                        lease_until=None,
-                        last_error=reason,
-                        updated_at=now,
-                    )
-                )
-            if logs:
-                await self.log(logs)
+            await self.run_many(
+                "UPDATE outbox SET state = ?, raw = NULL, lease_until = NULL, last_error = ?,"
+                " updated_at = ? WHERE id = ?",
+                [("failed", reason, now, i) for i, reason in failed]
+                + [("suppressed", reason, now, i) for i, reason in suppressed],
+            )
+            await self.run_many(
+                "UPDATE outbox SET state = 'queued', next_attempt_at = ?, lease_until = NULL,"
+                " last_error = ?, updated_at = ? WHERE id = ?",
+                [(when, reason, now, i) for i, when, reason in retry],
+            )
+            await self.log(logs)
 
     async def next_due(self) -> float | None:
         """When the next queued message becomes due (None when nothing waits)."""

@@ -14,6 +14,10 @@ from .base import StoreBase
 from .records import Contact, Standing, Suppression, Topic, _contact
 
 
+def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 class PeopleQueries(StoreBase):
     # -- topics ----------------------------------------------------------------------------
 
@@ -237,43 +241,47 @@ class PeopleQueries(StoreBase):
 
     # -- standing: what policy decides on, in three queries for a whole batch ---------------
 
-    async def standings(self, hashes: Mapping[str, Sequence[str]]) -> dict[str, Standing]:
+    async def standings(
+        self, hashes: Mapping[str, Sequence[str]], *, attributes: bool = False
+    ) -> dict[str, Standing]:
         """For each normalized address (keys of `hashes`, values its keyed hashes under every
-        key in use), its contact, suppressions and subscriptions."""
+        key in use), its contact, suppressions, subscriptions and (if asked) attributes.
+        Four statements for a whole batch, whatever its size up to a chunk."""
         result = {email: Standing() for email in hashes}
-        if not result:
-            return result
+        emails = list(result)
         owner = {h: email for email, hs in hashes.items() for h in hs}
-        rows = await self.db.fetch_all(
-            select(
-                t.suppressions.c.email_hash,
-                t.suppressions.c.scope,
-                t.suppressions.c.topic_id,
-                t.suppressions.c.reason,
-            ).where(t.suppressions.c.email_hash.in_(list(owner)))
-        )
-        for r in rows:
-            result[owner[r["email_hash"]]].suppressions.append(
-                Suppression(r["scope"], r["topic_id"], r["reason"])
-            )
-        rows = await self.db.fetch_all(
-            t.contacts.select().where(t.contacts.c.email.in_(list(result)))
-        )
+        for chunk in _chunks(list(owner)):
+            for email_hash, scope, topic_id, reason in await self.rows(
+                "SELECT email_hash, scope, topic_id, reason FROM suppressions"
+                f" WHERE email_hash IN ({self.marks(len(chunk))})",
+                chunk,
+            ):
+                result[owner[email_hash]].suppressions.append(Suppression(scope, topic_id, reason))
         by_id: dict[int, Standing] = {}
-        for r in rows:
-            standing = result[r["email"]]
-            standing.contact = _contact(r)
-            by_id[r["id"]] = standing
-        if by_id:
-            rows = await self.db.fetch_all(
-                select(
-                    t.subscriptions.c.contact_id,
-                    t.subscriptions.c.topic_id,
-                    t.subscriptions.c.status,
-                ).where(t.subscriptions.c.contact_id.in_(list(by_id)))
-            )
-            for r in rows:
-                by_id[r["contact_id"]].subscriptions[r["topic_id"]] = r["status"]
+        for chunk in _chunks(emails):
+            for cid, uid, email, name, language, status in await self.rows(
+                "SELECT id, uid, email, name, language, status FROM contacts"
+                f" WHERE email IN ({self.marks(len(chunk))})",
+                chunk,
+            ):
+                standing = result[email]
+                standing.contact = Contact(cid, uid, email, name, language, status)
+                by_id[cid] = standing
+        ids = list(by_id)
+        for chunk in _chunks(ids):
+            for cid, topic_id, status in await self.rows(
+                "SELECT contact_id, topic_id, status FROM subscriptions"
+                f" WHERE contact_id IN ({self.marks(len(chunk))})",
+                chunk,
+            ):
+                by_id[cid].subscriptions[topic_id] = status
+            if attributes:
+                for cid, key, value in await self.rows(
+                    "SELECT contact_id, key, value FROM contact_attributes"
+                    f" WHERE contact_id IN ({self.marks(len(chunk))})",
+                    chunk,
+                ):
+                    by_id[cid].attributes[key] = value
         return result
 
     async def get_contact_by_uid(self, uid: str) -> Contact | None:

@@ -38,6 +38,7 @@ class Standing:
     contact: Contact | None = None
     suppressions: list[Suppression] = field(default_factory=list)
     subscriptions: dict[int, str] = field(default_factory=dict)  # topic_id -> status
+    attributes: dict[str, str] = field(default_factory=dict)  # loaded on request
 
 
 @dataclass(frozen=True, slots=True)
