@@ -7,5 +7,32 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+
+# The browser test (tests/test_browser.py) drives Debian's Chromium through chromedriver and
+# checks each page with axe-core from npm. Without them it skips, except under CI=true.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "test.sh: installing Debian's chromium and chromium-driver for the browser test" >&2
+    if ! { apt-get update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver >/dev/null; }; then
+      echo "test.sh: WARNING: could not install chromium and chromium-driver" >&2
+    fi
+  else
+    echo "test.sh: chromium or chromedriver is missing and this is not root: install them with" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y chromium chromium-driver" >&2
+    echo "test.sh: until then tests/test_browser.py skips (and fails under CI=true)" >&2
+  fi
+fi
+AXE_VERSION=4.14.1
+AXE_DIR=.venv/axe  # project-local and git-ignored; the test reads node_modules/axe-core/axe.min.js
+if ! grep -qs "\"version\": \"$AXE_VERSION\"" "$AXE_DIR/node_modules/axe-core/package.json"; then
+  if command -v npm >/dev/null; then
+    mkdir -p "$AXE_DIR"
+    npm install --prefix "$AXE_DIR" --no-audit --no-fund --no-save --silent "axe-core@$AXE_VERSION" ||
+      echo "test.sh: WARNING: could not install axe-core@$AXE_VERSION from npm" >&2
+  else
+    echo "test.sh: npm is missing: install Node.js and npm for the browser test's axe-core" >&2
+  fi
+fi
+
 .venv/bin/ruff check gateway tests bench
 exec .venv/bin/python -m pytest "$@"
