@@ -161,17 +161,15 @@ class PeopleQueries(StoreBase):
                 t.subscriptions.update().where(t.subscriptions.c.id == row["id"]).values(**stamps)
             )
         action = {"subscribed": "opt_in", "unsubscribed": "opt_out", "pending": "opt_in"}[status]
-        await self.db.execute(
-            t.consent_ledger.insert().values(
-                contact_id=contact.id,
-                subject=subject,
-                topic_id=topic.id,
-                action=action,
-                source=source,
-                policy_version=policy_version,
-                ip=ip,
-                created_at=now,
-            )
+        await self.record_consent(
+            contact,
+            subject=subject,
+            action=action,
+            source=source,
+            policy_version=policy_version,
+            now=now,
+            topic_id=topic.id,
+            ip=ip,
         )
         return True
 

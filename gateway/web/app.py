@@ -73,7 +73,7 @@ async def invalid_token(request: Request, exc: Exception) -> Response:
         "invalid_title",
         status=404 if "unknown" in str(exc) else 400,
         paragraphs=[t["invalid_body"]],
-        link={"href": "/manage", "text": t["invalid_manage"]},
+        link={"href": f"/manage?lang={lang}", "text": t["invalid_manage"]},
     )
 
 

@@ -8,12 +8,14 @@ from collections import defaultdict, deque
 from typing import Any
 
 import jinja2
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from .. import addresses
 from ..core import Gateway
 from ..errors import InvalidAddress
 from ..render import TEMPLATES
@@ -61,9 +63,18 @@ def lang_of(request: Request, contact: Contact | None = None) -> str:
     )
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+SAFE_METHODS = ("GET", "HEAD")
+
+
 async def read_form(request: Request) -> FormData:
-    """The form, read with a size cap before parsing, so a huge body costs us nothing."""
-    size = int(request.headers.get("content-length") or 0)
+    """The form, read with a size cap before parsing, so a huge body costs us nothing.
+    Anything that is not a complete form is refused (BadRequest): a body the parser would
+    quietly read as empty must not count as a form with every box unticked."""
+    try:
+        size = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        raise BadRequest(400, "the Content-Length header is not a number") from None
     if size > MAX_FORM_BYTES:
         raise BadRequest(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
     body = b""
@@ -71,11 +82,22 @@ async def read_form(request: Request) -> FormData:
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise BadRequest(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
+    raw_type, options = parse_options_header(request.headers.get("content-type", ""))
+    content_type = raw_type.decode("latin-1").lower()
+    if body and content_type not in FORM_TYPES:
+        raise BadRequest(
+            415, "send the form as application/x-www-form-urlencoded or multipart/form-data"
+        )
+    if content_type == "multipart/form-data":
+        boundary = options.get(b"boundary", b"")
+        if not boundary or not body.rstrip(b"\r\n").endswith(b"--" + boundary + b"--"):
+            raise BadRequest(400, "the multipart form is incomplete")
     request._body = body  # starlette's form parser reads the cached body
     try:
         return await request.form(max_files=0, max_fields=200, max_part_size=4096)
-    except (MultiPartException, ValueError, KeyError) as exc:
-        raise BadRequest(400, f"the form could not be read: {exc}") from None
+    except (MultiPartException, HTTPException, ValueError, KeyError) as exc:
+        detail = exc.detail if isinstance(exc, HTTPException) else exc
+        raise BadRequest(400, f"the form could not be read: {detail}") from None
 
 
 def client_ip(request: Request) -> str | None:
@@ -91,8 +113,8 @@ async def unsubscribe(request: Request) -> Response:
     contact = await gw.preferences.contact("unsubscribe", token)
     lang = lang_of(request, contact)
     preferences_url = gw.preferences.link("preferences", contact)
-    if request.method == "GET":
-        # OC-3: mail scanners prefetch links; a GET only shows the button.
+    if request.method in SAFE_METHODS:
+        # OC-3: mail scanners prefetch links; a GET (or HEAD) only shows the button.
         return page(
             request,
             "unsubscribe.html",
@@ -124,8 +146,11 @@ async def preferences(request: Request) -> Response:
     token = request.path_params["token"]
     contact = await gw.preferences.contact("preferences", token)
     saved = False
-    if request.method == "POST":
+    if request.method not in SAFE_METHODS:
         form = await read_form(request)
+        if form.get("form") != "preferences":
+            # Only the page's own form: an empty or foreign body is not "untick everything".
+            raise BadRequest(400, "this is not the preference form")
         language = form.get("language")
         if language not in (None, "vi", "en"):
             raise BadRequest(400, "language must be vi or en")
@@ -138,7 +163,7 @@ async def preferences(request: Request) -> Response:
         )
         saved = True
     view = await gw.preferences.view(contact)
-    lang = request.query_params.get("lang") if request.method == "GET" else None
+    lang = request.query_params.get("lang") if request.method in SAFE_METHODS else None
     return page(
         request,
         "preferences.html",
@@ -173,7 +198,7 @@ async def confirm_data(request: Request) -> Response:
     contact = await gw.preferences.contact(purpose, request.path_params["token"])
     lang = lang_of(request, contact)
     t = CATALOG[lang]
-    if request.method == "GET":
+    if request.method in SAFE_METHODS:
         return page(
             request,
             "confirm.html",
@@ -223,26 +248,24 @@ class RateLimit:
 async def manage(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     lang = lang_of(request)
-    if request.method == "GET":
+    if request.method in SAFE_METHODS:
         return page(request, "manage.html", lang, "manage_title")
     form = await read_form(request)
-    address = str(form.get("email") or "")
     limits = request.app.state.manage_limits
-    ip = client_ip(request) or "?"
-    if not limits["client"].allow(ip):
-        return page(
-            request,
-            "message.html",
-            lang,
-            "too_many_title",
-            status=429,
-            paragraphs=[CATALOG[lang]["too_many_body"]],
-        )
+    too_many = {
+        "status": 429,
+        "paragraphs": [CATALOG[lang]["too_many_body"]],
+        "link": {"href": f"/manage?lang={lang}", "text": CATALOG[lang]["manage_title"]},
+    }
+    if not limits["client"].allow(client_ip(request) or "?"):
+        return page(request, "message.html", lang, "too_many_title", **too_many)
     try:
-        key = address.strip().lower()
-        if limits["address"].allow(key):
-            await gw.preferences.send_preferences_link(address)
+        email = addresses.normalize(str(form.get("email") or ""))
     except InvalidAddress as exc:
         return page(request, "manage.html", lang, "manage_title", status=400, error=str(exc))
-    # The same answer whether or not the address is known (or was rate limited).
+    # Known and unknown addresses count alike, so neither answer tells them apart.
+    if not limits["address"].allow(email):
+        return page(request, "message.html", lang, "too_many_title", **too_many)
+    await gw.preferences.send_preferences_link(email)
+    # The same answer whether or not the address is known.
     return page(request, "manage.html", lang, "manage_title", sent=True)
