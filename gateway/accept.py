@@ -137,7 +137,9 @@ class Accepter:
             known = await self.store.find_idempotent(keys)
             for i, req in enumerate(requests):
                 if req.idempotency_key in known:
-                    results[i] = SendResult("queued", "already accepted", known[req.idempotency_key])
+                    results[i] = SendResult(
+                        "queued", "already accepted", known[req.idempotency_key]
+                    )
             pending = [i for i in range(len(drafts)) if results[i] is None]
             standings = await self.store.standings(
                 {drafts[i].to: self.signer.address_hashes(drafts[i].to) for i in pending},
@@ -158,14 +160,10 @@ class Accepter:
                 decision = decide(draft.category, topic_id, standing)
                 if not decision.allowed:
                     results[i] = SendResult("suppressed", decision.reason)
-                    logs.append(
-                        {
-                            **base_log,
-                            "subject": draft.subject,
-                            "status": "suppressed",
-                            "reason": decision.reason,
-                        }
-                    )
+                    entry = {**base_log, "subject": draft.subject}
+                    if decision.erased:
+                        entry.update(email=None, subject=None, contact_id=None)
+                    logs.append({**entry, "status": "suppressed", "reason": decision.reason})
                     continue
                 rendered = self.renderer.render(draft, contact, standing.attributes)
                 if rendered.findings:

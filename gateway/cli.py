@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from . import addresses
 from .config import SETTINGS
 from .core import Gateway
-from .errors import GatewayError
+from .errors import GatewayError, NotFound
 
 Handler = Callable[[Gateway, argparse.Namespace], Awaitable[int]]
 
@@ -225,6 +226,53 @@ async def cmd_suppress_list(gw: Gateway, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_contact_export(gw: Gateway, args: argparse.Namespace) -> int:
+    data = await gw.export_contact(args.address)
+    # Always JSON: --json makes it one line, otherwise it is indented for reading.
+    print(json.dumps(data, ensure_ascii=False, indent=None if args.json else 2))
+    return 0
+
+
+async def _erased(gw: Gateway, address: str) -> str | None:
+    """The normalized address if only an erasure tombstone is left of it."""
+    email = addresses.normalize(address)
+    standing = (await gw.store.standings({email: gw.signer.address_hashes(email)}))[email]
+    return email if any(s.reason == "erased" for s in standing.suppressions) else None
+
+
+async def cmd_contact_erase(gw: Gateway, args: argparse.Namespace) -> int:
+    try:
+        await gw.erase_contact(args.address)
+    except NotFound:
+        email = await _erased(gw, args.address)
+        if email is None:
+            raise
+        out(args, {"email": email, "erased": False, "already_erased": True}, "already erased")
+        return 0
+    email = addresses.normalize(args.address)
+    out(
+        args,
+        {"email": email, "erased": True, "already_erased": False},
+        f"erased {email}: profile, attributes, subscriptions and message log entries are gone; "
+        "a keyed hash keeps the address from ever being mailed or imported again",
+    )
+    return 0
+
+
+async def cmd_purge(gw: Gateway, args: argparse.Namespace) -> int:
+    days = gw.settings.retention_days  # Settings refuses a negative one
+    from rich.console import Console
+
+    with Console(stderr=True).status("erasing contacts past their retention…"):
+        erased = await gw.purge()
+    out(
+        args,
+        {"erased": erased, "retention_days": days},
+        f"erased {erased} contact(s) stopped more than {days} day(s) ago",
+    )
+    return 0
+
+
 async def cmd_serve(gw: Gateway, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -260,9 +308,17 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def command(
-        parent: Any, name: str, handler: Handler, help: str, json_flag: bool = True
+        parent: Any,
+        name: str,
+        handler: Handler,
+        help: str,
+        json_flag: bool = True,
+        epilog: str | None = None,
+        aliases: tuple[str, ...] = (),
     ) -> Parser:
-        p = parent.add_parser(name, help=help, description=help)
+        p = parent.add_parser(
+            name, help=help, description=help, epilog=epilog, aliases=list(aliases)
+        )
         p.set_defaults(handler=handler)
         if json_flag:
             p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -335,7 +391,14 @@ def build_parser() -> Parser:
     )
     command(tsub, "list", cmd_topics_list, "list topics with their number of subscribers")
 
-    contacts = command(sub, "contacts", None, "manage contacts", json_flag=False)  # type: ignore[arg-type]
+    contacts = command(
+        sub,
+        "contacts",
+        None,  # type: ignore[arg-type]
+        "manage contacts: add, import, export or erase one person's data",
+        json_flag=False,
+        aliases=("contact",),
+    )
     csub = contacts.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
     p = command(csub, "add", cmd_contacts_add, "add or update a contact")
     p.add_argument("address", metavar="ADDR", help="email address")
@@ -372,6 +435,30 @@ def build_parser() -> Parser:
         "--source", default="import", help="where the consent came from (default import)"
     )
 
+    p = command(
+        csub,
+        "export",
+        cmd_contact_export,
+        "print everything held about one person as JSON (PD-2): profile, attributes with "
+        "their source, subscriptions, consent history, suppressions and messages",
+        epilog="The output is always JSON: indented, or on one line with --json. It answers "
+        "a person's access request; the person can also do this themselves from the "
+        "preference page. Example: gateway contact export an@example.vn > an.json",
+    )
+    p.add_argument("address", metavar="ADDR", help="the person's email address")
+    p = command(
+        csub,
+        "erase",
+        cmd_contact_erase,
+        "erase one person now (PD-3): profile, attributes, subscriptions, the personal data "
+        "in the message log and outbox, and mail still waiting for them",
+        epilog="Only a keyed hash of the address stays on the suppression list (reason "
+        "erased), so the address is never mailed again and neither `contacts add` nor an "
+        "import can bring it back; consent records stay, tied to that hash. This cannot be "
+        "undone. Erasing an address that is already erased succeeds and changes nothing.",
+    )
+    p.add_argument("address", metavar="ADDR", help="the person's email address")
+
     supp = command(sub, "suppress", None, "manage the suppression list", json_flag=False)  # type: ignore[arg-type]
     ssub = supp.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
     p = command(
@@ -391,6 +478,15 @@ def build_parser() -> Parser:
     p.add_argument("address", metavar="ADDR")
     command(ssub, "list", cmd_suppress_list, "list suppressions")
 
+    command(
+        sub,
+        "purge",
+        cmd_purge,
+        "erase every contact marked as no longer using the service for longer than "
+        "GATEWAY_RETENTION_DAYS (PD-4) and print how many",
+        epilog="Each one is erased exactly like `gateway contact erase`. Consent and refusal "
+        "records are kept, tied to a keyed hash. Run it daily, e.g. from cron.",
+    )
     command(sub, "settings", cmd_settings, "list the GATEWAY_* environment variables")
     return parser
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -186,13 +187,22 @@ class Settings:
             raise ConfigError(
                 f"GATEWAY_BASE_URL={base_url!r} must use https (http is for localhost only)"
             )
-        try:
-            schedule = tuple(_duration(v) for v in _csv(get("GATEWAY_RETRY_SCHEDULE")))
-            max_age = _duration(get("GATEWAY_RETRY_MAX_AGE"))
-            cap = int(get("GATEWAY_MARKETING_DAILY_CAP"))
-            retention = int(get("GATEWAY_RETENTION_DAYS"))
-        except ValueError as exc:
-            raise ConfigError(f"a retry or cap setting is not a number: {exc}") from None
+
+        def number(name: str, parse: Callable[[str], Any]) -> Any:
+            try:
+                value = parse(get(name))
+            except ValueError:
+                raise ConfigError(f"{name}={get(name)!r} is not a number") from None
+            if (isinstance(value, tuple) and any(v < 0 for v in value)) or (
+                not isinstance(value, tuple) and value < 0
+            ):
+                raise ConfigError(f"{name}={get(name)!r} must be 0 or more")
+            return value
+
+        schedule = number("GATEWAY_RETRY_SCHEDULE", lambda v: tuple(_duration(x) for x in _csv(v)))
+        max_age = number("GATEWAY_RETRY_MAX_AGE", _duration)
+        cap = number("GATEWAY_MARKETING_DAILY_CAP", int)
+        retention = number("GATEWAY_RETENTION_DAYS", int)
         language = get("GATEWAY_DEFAULT_LANGUAGE")
         if language not in ("vi", "en"):
             raise ConfigError("GATEWAY_DEFAULT_LANGUAGE must be vi or en")

@@ -350,17 +350,28 @@ class Gateway:
 
     # -- a person's data (PD-2, PD-3, PD-4) ------------------------------------------------
 
-    async def _known(self, email: str) -> Contact:
-        contact = await self.store.get_contact(addresses.normalize(email))
-        if contact is None:
-            raise NotFound("no contact with that address")
-        return contact
-
     async def export_contact(self, email: str) -> dict[str, Any]:
-        return await self.preferences.export(await self._known(email))
+        """Everything held about an address (PD-2), contact or not: someone who only ever
+        received service mail still has a message log."""
+        email = addresses.normalize(email)
+        contact = await self.store.get_contact(email)
+        data = await self.store.export(email, contact)
+        if contact is None and not data["messages"] and not data["suppressions"]:
+            raise NotFound("no contact with that address, and nothing else is held about it")
+        return data
 
     async def erase_contact(self, email: str) -> None:
-        await self.preferences.erase(await self._known(email))
+        """Erase at once (PD-3), contact or not; a keyed hash stays so it is never mailed."""
+        email = addresses.normalize(email)
+        contact = await self.store.get_contact(email)
+        if contact is None:
+            standing = (await self.store.standings({email: self.signer.address_hashes(email)}))[
+                email
+            ]
+            if any(s.reason == "erased" for s in standing.suppressions):
+                raise NotFound("no contact with that address")
+            await self.export_contact(email)  # NotFound when nothing is held at all
+        await self.preferences.erase_address(email, contact)
 
     async def purge(self) -> int:
         """Erase contacts marked as no longer using the service for longer than the

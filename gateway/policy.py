@@ -17,6 +17,8 @@ STOPS_POLICY_MAIL = frozenset({"erased", "hard_bounce"})
 class Decision:
     allowed: bool
     reason: str = ""
+    # The person was erased (PD-3): whatever records this decision must not name them.
+    erased: bool = False
 
 
 ALLOW = Decision(True)
@@ -27,7 +29,7 @@ def decide(category: str, topic_id: int | None, standing: Standing) -> Decision:
     The same answer at accept time and again just before SMTP (ST-1)."""
     for s in standing.suppressions:
         if s.reason == "erased":
-            return Decision(False, "erased: the person asked for their data to be deleted")
+            return Decision(False, "erased: the person asked for their data to be deleted", True)
         if category == "policy":
             if s.scope == "all" and s.reason in STOPS_POLICY_MAIL:
                 return Decision(False, f"suppressed for all mail ({s.reason})")

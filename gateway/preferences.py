@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,8 @@ from .config import Settings
 from .render import TEMPLATES
 from .store import Contact, Store, Topic
 from .tokens import InvalidToken, Signer
+
+log = logging.getLogger("gateway.preferences")
 
 VIETNAM = timezone(timedelta(hours=7))
 
@@ -108,9 +111,14 @@ class PreferenceCenter:
                 now=now,
                 ip=ip,
             )
-            await self._mail_to(
-                contact, "refusal", {"received_at": local_time(now, contact.language)}
-            )
+        # Committed: the refusal stands even if its confirmation cannot be queued.
+        try:
+            async with self.store.transaction():
+                await self._mail_to(
+                    contact, "refusal", {"received_at": local_time(now, contact.language)}
+                )
+        except Exception:
+            log.exception("refusal recorded, but its confirmation email could not be queued")
         return True
 
     # -- the preference page ---------------------------------------------------------------
@@ -209,11 +217,15 @@ class PreferenceCenter:
         return True
 
     async def export(self, contact: Contact) -> dict[str, Any]:
-        return await self.store.export(contact)
+        return await self.store.export(contact.email, contact)
 
     async def erase(self, contact: Contact) -> None:
+        await self.erase_address(contact.email, contact)
+
+    async def erase_address(self, email: str, contact: Contact | None) -> None:
+        hashes = self.signer.address_hashes(email)
         async with self.store.transaction():
-            await self.store.erase(contact, self.signer.address_hashes(contact.email), time.time())
+            await self.store.erase(email, contact, hashes, time.time())
 
     async def _mail_to(self, contact: Contact, kind: str, context: dict[str, Any]) -> None:
         lang = contact.language if contact.language in ("vi", "en") else "vi"

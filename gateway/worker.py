@@ -140,7 +140,10 @@ class Worker:
                 deliver.append(item)
             else:
                 suppressed.append((item.id, decision.reason))
-                logs.append(self._log(item, "suppressed", decision.reason, now))
+                entry = self._log(item, "suppressed", decision.reason, now)
+                if decision.erased:
+                    entry.update(email=None, contact_id=None)
+                logs.append(entry)
         return deliver, suppressed, logs
 
     async def _record(

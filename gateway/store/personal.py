@@ -13,17 +13,18 @@ from .records import Contact
 
 
 class PersonalData(StoreBase):
-    async def export(self, contact: Contact) -> dict[str, Any]:
-        """Everything held about one person, as plain data."""
-        profile = await self.db.fetch_one(t.contacts.select().where(t.contacts.c.id == contact.id))
-        assert profile is not None
+    async def export(self, email: str, contact: Contact | None) -> dict[str, Any]:
+        """Everything held about one person, as plain data. Someone who only ever received
+        service mail has no contact row but still has a message log and maybe suppressions."""
+        cid = contact.id if contact is not None else -1
+        profile = await self.db.fetch_one(t.contacts.select().where(t.contacts.c.id == cid))
         attributes = await self.db.fetch_all(
             select(
                 t.contact_attributes.c.key,
                 t.contact_attributes.c.value,
                 t.contact_attributes.c.source,
                 t.contact_attributes.c.updated_at,
-            ).where(t.contact_attributes.c.contact_id == contact.id)
+            ).where(t.contact_attributes.c.contact_id == cid)
         )
         subscriptions = await self.db.fetch_all(
             select(
@@ -35,7 +36,7 @@ class PersonalData(StoreBase):
                 t.subscriptions.c.unsubscribed_at,
             )
             .select_from(t.subscriptions.join(t.topics))
-            .where(t.subscriptions.c.contact_id == contact.id)
+            .where(t.subscriptions.c.contact_id == cid)
         )
         consent = await self.db.fetch_all(
             select(
@@ -47,7 +48,7 @@ class PersonalData(StoreBase):
                 t.consent_ledger.c.ip,
             )
             .select_from(t.consent_ledger.outerjoin(t.topics))
-            .where(t.consent_ledger.c.contact_id == contact.id)
+            .where(t.consent_ledger.c.contact_id == cid)
             .order_by(t.consent_ledger.c.id)
         )
         messages = await self.db.fetch_all(
@@ -59,25 +60,51 @@ class PersonalData(StoreBase):
             )
             .where(
                 or_(
-                    t.message_log.c.contact_id == contact.id,
-                    t.message_log.c.email == contact.email,
+                    t.message_log.c.contact_id == cid,
+                    t.message_log.c.email == email,
                 )
             )
             .order_by(t.message_log.c.id)
         )
-        fields = ("email", "name", "phone", "postal_address", "language", "status", "created_at")
+        suppressions = await self.db.fetch_all(
+            select(
+                t.suppressions.c.created_at,
+                t.suppressions.c.scope,
+                t.topics.c.slug.label("topic"),
+                t.suppressions.c.reason,
+                t.suppressions.c.source,
+            )
+            .select_from(t.suppressions.outerjoin(t.topics))
+            .where(t.suppressions.c.email == email)
+            .order_by(t.suppressions.c.id)
+        )
+        fields = (
+            "email",
+            "name",
+            "phone",
+            "postal_address",
+            "language",
+            "status",
+            "stopped_at",
+            "source",
+            "created_at",
+            "updated_at",
+        )
         return {
-            "profile": {k: profile[k] for k in fields},
+            "profile": {k: profile[k] for k in fields} if profile else {"email": email},
             "attributes": [dict(r._mapping) for r in attributes],
             "subscriptions": [dict(r._mapping) for r in subscriptions],
             "consent": [dict(r._mapping) for r in consent],
+            "suppressions": [dict(r._mapping) for r in suppressions],
             "messages": [dict(r._mapping) for r in messages],
         }
 
-    async def erase(self, contact: Contact, hashes: Sequence[str], now: float) -> None:
+    async def erase(
+        self, email: str, contact: Contact | None, hashes: Sequence[str], now: float
+    ) -> None:
         """Remove the person and every personal field that mentions them; keep only the keyed
         hash (reason erased) so the address is never mailed again. Call inside a transaction."""
-        cid = contact.id
+        cid = contact.id if contact is not None else -1
         await self.db.execute(
             t.contact_attributes.delete().where(t.contact_attributes.c.contact_id == cid)
         )
@@ -88,12 +115,12 @@ class PersonalData(StoreBase):
             .where(t.consent_ledger.c.contact_id == cid)
             .values(contact_id=None, ip=None)
         )
-        mentions = or_(t.message_log.c.contact_id == cid, t.message_log.c.email == contact.email)
+        mentions = or_(t.message_log.c.contact_id == cid, t.message_log.c.email == email)
         await self.db.execute(
             t.message_log.update().where(mentions).values(contact_id=None, email=None, subject=None)
         )
         # Mail still waiting for them is stopped, and its content dropped.
-        mine = or_(t.outbox.c.contact_id == cid, t.outbox.c.email == contact.email)
+        mine = or_(t.outbox.c.contact_id == cid, t.outbox.c.email == email)
         await self.db.execute(
             t.outbox.update()
             .where(mine)

@@ -80,8 +80,10 @@ async def invalid_token(request: Request, exc: Exception) -> Response:
 async def bad_request(request: Request, exc: Exception) -> Response:
     lang = pages.lang_of(request)
     status = getattr(exc, "status", 400)
+    # The person's language first; the detail (for whoever debugs a mail client) after it.
+    paragraphs = [CATALOG[lang]["bad_request_body"], str(exc)]
     return pages.page(
-        request, "message.html", lang, "bad_request_title", status=status, paragraphs=[str(exc)]
+        request, "message.html", lang, "bad_request_title", status=status, paragraphs=paragraphs
     )
 
 
@@ -134,4 +136,6 @@ def create_app(gw: Gateway, *, worker: bool = True) -> Starlette:
         "address": pages.RateLimit(limit=3, window=3600),
         "client": pages.RateLimit(limit=30, window=3600),
     }
+    # Confirmation links for export and erasure, per person and purpose.
+    app.state.request_limit = pages.RateLimit(limit=5, window=3600)
     return app

@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 from python_multipart.multipart import parse_options_header
+from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -178,12 +179,16 @@ async def preferences(request: Request) -> Response:
 async def request_data(request: Request) -> Response:
     """POST /preferences/{token}/export|erase: mail a short-lived confirmation link."""
     gw: Gateway = request.app.state.gateway
-    if request.path_params["purpose"] not in PURPOSES:
+    purpose = request.path_params["purpose"]
+    if purpose not in PURPOSES:
         raise HTTPException(404, "no such page")
     contact = await gw.preferences.contact("preferences", request.path_params["token"])
     await read_form(request)
-    await gw.preferences.request(contact, request.path_params["purpose"])
     lang = lang_of(request, contact)
+    # A forwarded newsletter must not become a way to flood someone's inbox.
+    if not request.app.state.request_limit.allow(f"{purpose}:{contact.uid}"):
+        return too_many(request, lang)
+    await gw.preferences.request(contact, purpose)
     return page(
         request, "message.html", lang, "sent_title", paragraphs=[CATALOG[lang]["sent_body"]]
     )
@@ -252,20 +257,31 @@ async def manage(request: Request) -> Response:
         return page(request, "manage.html", lang, "manage_title")
     form = await read_form(request)
     limits = request.app.state.manage_limits
-    too_many = {
-        "status": 429,
-        "paragraphs": [CATALOG[lang]["too_many_body"]],
-        "link": {"href": f"/manage?lang={lang}", "text": CATALOG[lang]["manage_title"]},
-    }
     if not limits["client"].allow(client_ip(request) or "?"):
-        return page(request, "message.html", lang, "too_many_title", **too_many)
+        return too_many(request, lang)
     try:
         email = addresses.normalize(str(form.get("email") or ""))
     except InvalidAddress as exc:
-        return page(request, "manage.html", lang, "manage_title", status=400, error=str(exc))
-    # Known and unknown addresses count alike, so neither answer tells them apart.
+        error = f"{CATALOG[lang]['email_invalid']} ({exc})"
+        return page(request, "manage.html", lang, "manage_title", status=400, error=error)
+    # Known and unknown addresses count alike, so a 429 tells nothing either.
     if not limits["address"].allow(email):
-        return page(request, "message.html", lang, "too_many_title", **too_many)
-    await gw.preferences.send_preferences_link(email)
-    # The same answer whether or not the address is known.
-    return page(request, "manage.html", lang, "manage_title", sent=True)
+        return too_many(request, lang)
+    # The same answer whether or not the address is known, and at the same moment: the
+    # lookup and the mail happen after the answer has gone.
+    response = page(request, "manage.html", lang, "manage_title", sent=True)
+    response.background = BackgroundTask(gw.preferences.send_preferences_link, email)
+    return response
+
+
+def too_many(request: Request, lang: str) -> Response:
+    t = CATALOG[lang]
+    return page(
+        request,
+        "message.html",
+        lang,
+        "too_many_title",
+        status=429,
+        paragraphs=[t["too_many_body"]],
+        link={"href": f"/manage?lang={lang}", "text": t["manage_title"]},
+    )
