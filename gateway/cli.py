@@ -278,7 +278,7 @@ async def cmd_serve(gw: Gateway, args: argparse.Namespace) -> int:
 
     from .web.app import create_app
 
-    app = create_app(gw, worker=not args.no_worker)
+    app = create_app(gw, worker=not args.no_worker, own=True)
     print(f"Gateway preference center on http://{args.host}:{args.port}", flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
     await uvicorn.Server(config).serve()
@@ -494,7 +494,11 @@ def build_parser() -> Parser:
 async def run(args: argparse.Namespace) -> int:
     gw = Gateway.from_env(concurrency=getattr(args, "concurrency", 4))
     async with gw:
-        return await args.handler(gw, args)
+        if args.handler is not cmd_serve:
+            return await args.handler(gw, args)
+    # The web app opens and closes its own resources in its lifespan; opening once above
+    # reported a bad database in one line before the server started.
+    return await cmd_serve(gw, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,13 +96,22 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(gw: Gateway, *, worker: bool = True) -> Starlette:
-    """`gw` is opened by the caller; the lifespan runs the delivery worker beside the pages."""
+def create_app(
+    gw: Gateway | None = None, *, worker: bool = True, own: bool | None = None
+) -> Starlette:
+    """The web app. Its lifespan opens the gateway (made from the environment when none is
+    given) and closes it, and runs the delivery worker beside the pages unless `worker` is
+    False. A gateway the caller opened itself (`own=False`, the default when one is given)
+    is left open. `uvicorn --factory gateway.web.app:create_app` works too."""
+    gateway = gw if gw is not None else Gateway.from_env()
+    own = gw is None if own is None else own
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if own:
+            await gateway.open()
         stop = asyncio.Event()
-        task = asyncio.create_task(gw.deliver(stop=stop)) if worker else None
+        task = asyncio.create_task(gateway.deliver(stop=stop)) if worker else None
         try:
             yield
         finally:
@@ -110,6 +119,8 @@ def create_app(gw: Gateway, *, worker: bool = True) -> Starlette:
             if task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, timeout=30)
+            if own:
+                await gateway.close()
 
     routes = [
         Route("/healthz", healthz),
@@ -131,7 +142,7 @@ def create_app(gw: Gateway, *, worker: bool = True) -> Starlette:
             HTTPException: http_error,
         },
     )
-    app.state.gateway = gw
+    app.state.gateway = gateway
     app.state.manage_limits = {
         "address": pages.RateLimit(limit=3, window=3600),
         "client": pages.RateLimit(limit=30, window=3600),
