@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         # `gateway` or `gateway topics` alone: show what there is to do.
         target = parser
         if args.command:
-            target = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+            target = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr,index]
         target.print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="gateway: %(message)s")

@@ -319,9 +319,9 @@ class _Collector(HTMLParser):
                     self._emit(url, f"{self._ctx} style attribute", False)
             elif name == "content" and tag == "meta":
                 if values.get("http-equiv", "").strip().lower() == "refresh":
-                    url = _refresh_url(value)
-                    if url:
-                        self._emit(url, f"{self._ctx} <meta refresh>", False)
+                    refresh = _refresh_url(value)
+                    if refresh:
+                        self._emit(refresh, f"{self._ctx} <meta refresh>", False)
         if tag == "style":
             self._style = []
         elif tag in _NO_AUTOLINK:

@@ -30,7 +30,9 @@ def check_header(name: str, value: str) -> None:
 
 
 def _encoded_words(value: str) -> list[str]:
-    words, chunk, size = [], [], 0
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
     for char in value:
         n = len(char.encode())
         if size + n > _MAX_WORD_BYTES:

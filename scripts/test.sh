@@ -35,4 +35,5 @@ if ! grep -qs "\"version\": \"$AXE_VERSION\"" "$AXE_DIR/node_modules/axe-core/pa
 fi
 
 .venv/bin/ruff check gateway tests bench
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -23,7 +23,8 @@ class StoreBase:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         # On SQLite a busy writer makes the others wait (up to 30 s) instead of failing at once.
-        self.db = Database(url, **({"timeout": 30} if self.is_sqlite else {}))
+        options: dict[str, Any] = {"timeout": 30} if self.is_sqlite else {}
+        self.db = Database(url, **options)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from ..errors import StoreError
 from . import schema as t
@@ -209,14 +209,14 @@ class PeopleQueries(StoreBase):
         return True
 
     async def remove_suppressions(self, hashes: Sequence[str], *, keep_erased: bool) -> int:
-        query = t.suppressions.delete().where(t.suppressions.c.email_hash.in_(hashes))
+        where: list[ColumnElement[bool]] = [t.suppressions.c.email_hash.in_(hashes)]
         if keep_erased:
-            query = query.where(t.suppressions.c.reason != "erased")
+            where.append(t.suppressions.c.reason != "erased")
         async with self.transaction():
             count = await self.db.fetch_val(
-                select(func.count()).select_from(t.suppressions).where(query.whereclause)
+                select(func.count()).select_from(t.suppressions).where(*where)
             )
-            await self.db.execute(query)
+            await self.db.execute(t.suppressions.delete().where(*where))
         return int(count or 0)
 
     async def list_suppressions(self, limit: int = 1000, after_id: int = 0) -> list[dict[str, Any]]:
