@@ -122,3 +122,31 @@ async def test_suppression_lookup_is_by_keyed_hash_under_every_key(env):
         assert result.status == "suppressed"
         assert await gw.unsuppress("an@example.vn") == 1
         assert (await gw.send("an@example.vn", "x", text="x")).status == "queued"
+
+
+async def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(env, tmp_path):
+    from sqlalchemy import MetaData, Table, create_engine, insert
+
+    # Build the file version 1 wrote: the same tables without campaigns and their columns.
+    v1 = MetaData()
+    for table in t.metadata.sorted_tables:
+        if table.name == "campaigns":
+            continue
+        columns = [c._copy() for c in table.columns if c.name != "campaign_id"]
+        Table(table.name, v1, *columns)
+    engine = create_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    v1.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(v1.tables["meta"]).values(key="schema_version", value="1"))
+        conn.execute(
+            insert(v1.tables["topics"]).values(slug="news", name="News", double_opt_in=False, created_at=0)
+        )
+    engine.dispose()
+    async with Gateway.from_env(env) as gw:
+        assert gw.migrated == (1, t.SCHEMA_VERSION)
+        assert [topic.slug for topic, _ in await gw.topics()] == ["news"]
+        result = await gw.send("an@example.vn", "Hi", text="x")
+        rows = await gw.store.db.fetch_all(t.outbox.select())
+        assert [(r["message_id"], r["campaign_id"]) for r in rows] == [(result.message_id, None)]
+    async with Gateway.from_env(env) as gw:
+        assert gw.migrated == (t.SCHEMA_VERSION, t.SCHEMA_VERSION)

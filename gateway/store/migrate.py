@@ -9,7 +9,15 @@ from .schema import SCHEMA_VERSION, meta, metadata
 
 # Steps from one version to the next, as (version reached, statements). Version 1 is the
 # tables as declared; later versions append ALTERs here, never edit earlier steps.
-STEPS: list[tuple[int, list[str]]] = []
+STEPS: list[tuple[int, list[str]]] = [
+    (
+        2,
+        [
+            "ALTER TABLE outbox ADD COLUMN campaign_id INTEGER REFERENCES campaigns (id)",
+            "ALTER TABLE message_log ADD COLUMN campaign_id INTEGER REFERENCES campaigns (id)",
+        ],
+    ),
+]
 
 
 async def current_version(db: Database) -> int | None:
@@ -29,12 +37,10 @@ async def migrate(db: Database) -> tuple[int | None, int]:
         # in the file, so setting it once here is enough.
         await db.execute("PRAGMA journal_mode=WAL")
     async with db.transaction():
+        # New tables first, then the steps that change existing ones, then the indexes
+        # (an index may name a column a step has just added).
         for table in metadata.sorted_tables:
             await db.execute(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
-            for index in table.indexes:
-                await db.execute(
-                    str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
-                )
         # A new database gets the tables as declared, which already include every step.
         version = SCHEMA_VERSION if found is None else found
         for target, statements in STEPS:
@@ -42,6 +48,11 @@ async def migrate(db: Database) -> tuple[int | None, int]:
                 for statement in statements:
                     await db.execute(statement)
                 version = target
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                await db.execute(
+                    str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+                )
         if found is None:
             await db.execute(meta.insert().values(key="schema_version", value=str(version)))
         elif found != version:

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 
 # Bumped with every change to the tables; `gateway init` brings an older database up to it.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -116,6 +116,27 @@ consent_ledger = Table(
     Index("ix_consent_contact", "contact_id"),
 )
 
+# A campaign: one template to the subscribers of one topic. The audience is streamed by
+# contact id; `cursor` is the last contact id already enqueued, so a restart resumes.
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("topic_id", Integer, ForeignKey("topics.id"), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("html", Text),
+    Column("text", Text),
+    Column("state", String(16), nullable=False),  # draft|scheduled|sending|paused|cancelled|done
+    Column("rate", Float),  # messages per second; None: as fast as the workers go
+    Column("scheduled_at", Float),
+    Column("cursor", Integer, nullable=False, default=0),
+    Column("enqueued_all", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+)
+
 # One row per message. `raw` is the complete rendered message (CRLF bytes).
 outbox = Table(
     "outbox",
@@ -136,7 +157,9 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id")),
     Index("ix_outbox_due", "state", "next_attempt_at"),
+    Index("ix_outbox_campaign", "campaign_id", "state"),
 )
 
 # What happened to each message: accepted, suppressed, blocked, sent, failed (with reason).
@@ -153,6 +176,10 @@ message_log = Table(
     Column("status", String(16), nullable=False),
     Column("reason", Text),
     Column("created_at", Float, nullable=False),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id")),
     Index("ix_message_log_message", "message_id"),
     Index("ix_message_log_contact", "contact_id"),
+    # the frequency cap (AD-3) counts recent marketing mail per address
+    Index("ix_message_log_recent", "email", "status", "created_at"),
+    Index("ix_message_log_campaign", "campaign_id", "status"),
 )
