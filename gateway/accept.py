@@ -54,6 +54,8 @@ class SendRequest:
     headers: Mapping[str, str] | None = None
     context: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
+    campaign_id: int | None = None
+    not_before: float | None = None  # earliest delivery (a campaign's --rate spreads its mail)
 
 
 class Accepter:
@@ -155,6 +157,7 @@ class Accepter:
                     "email": draft.to,
                     "category": draft.category,
                     "topic_id": topic_id,
+                    "campaign_id": requests[i].campaign_id,
                     "created_at": now,
                 }
                 decision = decide(draft.category, topic_id, standing)
@@ -192,8 +195,9 @@ class Accepter:
                         "raw": rendered.raw,
                         "state": "queued",
                         "attempts": 0,
-                        "next_attempt_at": now,
+                        "next_attempt_at": max(now, requests[i].not_before or now),
                         "idempotency_key": requests[i].idempotency_key,
+                        "campaign_id": requests[i].campaign_id,
                         "created_at": now,
                         "updated_at": now,
                     }

@@ -285,6 +285,126 @@ async def cmd_serve(gw: Gateway, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- campaigns -----------------------------------------------------------------------------
+
+
+async def cmd_campaign_create(gw: Gateway, args: argparse.Namespace) -> int:
+    campaign_id = await gw.campaigns.create(
+        name=args.name,
+        topic=args.topic,
+        subject=args.subject,
+        html=read_file(args.html, "HTML"),
+        text=read_file(args.text, "text"),
+    )
+    out(args, {"id": campaign_id}, str(campaign_id))
+    return 0
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items())
+
+
+async def cmd_campaign_status(gw: Gateway, args: argparse.Namespace) -> int:
+    status = await gw.campaigns.status(args.id)
+    out(
+        args,
+        status.as_dict(),
+        f"campaign {status.id} ({status.name}, topic {status.topic}): "
+        f"{status.state}; {_counts_line(status.counts)}",
+    )
+    return 0
+
+
+async def cmd_campaign_list(gw: Gateway, args: argparse.Namespace) -> int:
+    rows = await gw.store.list_campaigns()
+    if args.json:
+        out(args, rows, "")
+        return 0
+    for r in rows:
+        print(f"{r['id']}\t{r['state']}\t{r['topic']}\t{r['name']}")
+    return 0
+
+
+async def cmd_campaign_send(gw: Gateway, args: argparse.Namespace) -> int:
+    state = await gw.campaigns.start(args.id, rate=args.rate)
+    if args.detach:
+        out(
+            args,
+            {"id": args.id, "state": state},
+            f"campaign {args.id} is {state}; running workers deliver it",
+        )
+        return 0
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    total = await gw.campaigns.audience_size(args.id)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.0f} msg/s"),
+        TimeRemainingColumn(),
+    )
+    started = asyncio.get_running_loop().time()
+    with Progress(*columns, transient=False, disable=args.json) as progress:
+        task = progress.add_task(f"campaign {args.id}", total=total, rate=0.0)
+
+        async def watch() -> None:
+            while not stop.is_set():
+                status = await gw.campaigns.status(args.id)
+                done = sum(v for k, v in status.counts.items() if k != "queued")
+                elapsed = max(asyncio.get_running_loop().time() - started, 1e-6)
+                progress.update(task, completed=done, rate=status.counts["sent"] / elapsed)
+                if status.state in ("done", "cancelled", "paused"):
+                    stop.set()
+                    break
+                await asyncio.sleep(0.25)
+
+        watcher = asyncio.create_task(watch())
+        await gw.deliver(stop=stop)
+        await watcher
+    status = await gw.campaigns.status(args.id)
+    out(
+        args,
+        status.as_dict(),
+        f"campaign {status.id}: {status.state}; {_counts_line(status.counts)}",
+    )
+    return 0
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def cmd_campaign_pause(gw: Gateway, args: argparse.Namespace) -> int:
+    await gw.campaigns.pause(args.id)
+    out(args, {"id": args.id, "state": "paused"}, f"campaign {args.id} paused")
+    return 0
+
+
+async def cmd_campaign_resume(gw: Gateway, args: argparse.Namespace) -> int:
+    await gw.campaigns.resume(args.id)
+    out(args, {"id": args.id, "state": "sending"}, f"campaign {args.id} resumed")
+    return 0
+
+
+async def cmd_campaign_cancel(gw: Gateway, args: argparse.Namespace) -> int:
+    await gw.campaigns.cancel(args.id)
+    out(args, {"id": args.id, "state": "cancelled"}, f"campaign {args.id} cancelled")
+    return 0
+
+
 async def cmd_settings(gw: Gateway, args: argparse.Namespace) -> int:
     rows = [{"name": s.env, "default": s.default, "help": s.help} for s in SETTINGS]
     out(
@@ -487,6 +607,53 @@ def build_parser() -> Parser:
         epilog="Each one is erased exactly like `gateway contact erase`. Consent and refusal "
         "records are kept, tied to a keyed hash. Run it daily, e.g. from cron.",
     )
+    camp = command(sub, "campaign", None, "create, send and watch campaigns", json_flag=False)  # type: ignore[arg-type]
+    msub = camp.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
+    p = command(
+        msub,
+        "create",
+        cmd_campaign_create,
+        "create a campaign (prints its id); the template is checked for undefined fields "
+        "and third-party content now",
+    )
+    p.add_argument("--name", required=True, help="a name for you; recipients never see it")
+    p.add_argument(
+        "--topic", required=True, metavar="SLUG", help="who receives it: the topic's subscribers"
+    )
+    p.add_argument("--subject", required=True, help="subject template (the [QC] label is added)")
+    p.add_argument(
+        "--html",
+        required=True,
+        metavar="FILE",
+        help="HTML template; sees contact.name, contact.email, contact.language, "
+        "contact.attributes, unsubscribe_url, preferences_url",
+    )
+    p.add_argument("--text", metavar="FILE", help="text template (made from the HTML when omitted)")
+    p = command(
+        msub,
+        "send",
+        cmd_campaign_send,
+        "start a campaign and deliver it from here with a progress bar (other workers help)",
+    )
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--rate", type=float, metavar="N", help="at most N messages per second")
+    p.add_argument(
+        "--detach", action="store_true", help="start it and return; running workers deliver it"
+    )
+    for name, handler, text in (
+        (
+            "status",
+            cmd_campaign_status,
+            "state and counts (queued, sent, suppressed, blocked, failed, bounced)",
+        ),
+        ("pause", cmd_campaign_pause, "stop delivering at once; waiting messages stay queued"),
+        ("resume", cmd_campaign_resume, "continue a paused campaign"),
+        ("cancel", cmd_campaign_cancel, "stop for good; waiting messages are dropped"),
+    ):
+        p = command(msub, name, handler, text)
+        p.add_argument("id", type=int, metavar="ID")
+    command(msub, "list", cmd_campaign_list, "list campaigns")
+
     command(sub, "settings", cmd_settings, "list the GATEWAY_* environment variables")
     return parser
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import addresses
 from .accept import Accepter, SendRequest, SendResult
+from .campaigns import Campaigns
 from .config import Settings
 from .errors import InvalidInput, InvalidMessage, NotFound, StoreError
 from .preferences import PreferenceCenter
@@ -59,6 +60,7 @@ class Gateway:
         self.renderer = Renderer(settings, self.signer)
         self.accepter = Accepter(settings, self.store, self.signer, self.renderer)
         self.preferences = PreferenceCenter(settings, self.store, self.signer, self.accepter)
+        self.campaigns = Campaigns(settings, self.store, self.accepter, self.renderer)
         self._transport = transport
         self.concurrency = concurrency
         self.migrated: tuple[int | None, int] | None = None
@@ -137,11 +139,25 @@ class Gateway:
         progress: Callable[[WorkerStats], Any] | None = None,
         **options: Any,
     ) -> WorkerStats:
-        """Run the delivery worker (until idle, or until `stop` is set)."""
+        """Run the delivery worker (until idle, or until `stop` is set), feeding running
+        campaigns from their audience beside it."""
         transport = self.transport
         await transport.open()
         worker = Worker(self.settings, self.store, self.signer, transport, **options)
-        return await worker.run(until_idle=until_idle, stop=stop, progress=progress)
+        if until_idle:
+            while True:
+                more = await self.campaigns.tick_all()
+                stats = await worker.run(until_idle=True, stop=stop, progress=progress)
+                if not more or (stop is not None and stop.is_set()):
+                    await self.campaigns.tick_all()  # marks finished campaigns done
+                    return stats
+        stop = stop or asyncio.Event()
+        driver = asyncio.create_task(self.campaigns.drive(stop))
+        try:
+            return await worker.run(stop=stop, progress=progress)
+        finally:
+            stop.set()
+            await driver
 
     async def message_status(self, message_id: str) -> dict[str, Any]:
         return await self.store.message_status(message_id)
@@ -283,30 +299,54 @@ class Gateway:
         done = len(rows) - len(prepared)
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start : start + batch_size]
-            async with self.store.transaction():
-                for line, item in chunk:
-                    try:
-                        _, created, started = await self._add_contact(
-                            item["email"],
-                            item["name"],
-                            item["phone"],
-                            item["address"],
-                            item["language"],
-                            {},
-                            item["topics"],
-                            source,
-                        )
-                    except InvalidInput as exc:
-                        report.bad_rows.append((line, str(exc)))
-                        continue
-                    report.created += created
-                    report.updated += not created
-                    report.subscribed += started
+            await self._import_chunk(chunk, source, report)
             done += len(chunk)
             if progress is not None:
                 progress(done, len(rows))
         report.bad_rows.sort()
         return report
+
+    async def _import_chunk(
+        self, chunk: list[tuple[int, dict[str, Any]]], source: str, report: ImportReport
+    ) -> None:
+        # A later row for the same address wins, as if the rows were applied one by one.
+        latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        for line, item in chunk:
+            if item["email"] in latest:
+                earlier = latest[item["email"]][1]
+                item = {k: (v if v is not None else earlier[k]) for k, v in item.items()}
+                item["topics"] = list(
+                    {t.id: t for t in earlier["topics"] + item["topics"]}.values()
+                )
+            latest[item["email"]] = (line, item)
+        hashes = {email: self.signer.address_hashes(email) for email in latest}
+        async with self.store.transaction():
+            standings = await self.store.standings(hashes)
+            items = []
+            for email, (line, item) in latest.items():
+                if any(s.reason == "erased" for s in standings[email].suppressions):
+                    # PD-3: an admin import never brings back a person who asked to be erased.
+                    report.bad_rows.append(
+                        (
+                            line,
+                            "this address was erased at the person's request; only their own opt-in can add it again",
+                        )
+                    )
+                    continue
+                items.append(item)
+            results = await self.store.import_batch(
+                items,
+                standings,
+                source=source,
+                policy_version=self.settings.policy_version,
+                default_language=self.settings.default_language,
+                subject_of={email: hs[0] for email, hs in hashes.items()},
+                now=time.time(),
+            )
+        for created, started in results:
+            report.created += created
+            report.updated += not created
+            report.subscribed += started
 
     # -- suppressions ----------------------------------------------------------------------
 

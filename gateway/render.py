@@ -43,6 +43,14 @@ RESERVED = frozenset(
 )
 
 
+class Attributes(dict[str, str]):
+    """A contact's attributes in templates: one a contact never gave renders empty, so a
+    campaign can greet by city without failing for those who gave none."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
 @dataclass(frozen=True, slots=True)
 class Draft:
     """A validated request to send one message; subject and bodies are templates."""
@@ -138,7 +146,7 @@ class Renderer:
                 "name": (contact.name if contact else None) or "",
                 "email": draft.to,
                 "language": lang,
-                "attributes": dict(attributes or {}),
+                "attributes": Attributes(attributes or {}),
             },
             **links,
         }

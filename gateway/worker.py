@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Settings
@@ -19,6 +19,19 @@ from .transport import Envelope, Outcome, Transport
 log = logging.getLogger("gateway.worker")
 
 
+DAY = 86400.0
+
+
+@dataclass
+class Batch:
+    """One claimed batch after the recheck: what goes out and what does not."""
+
+    deliver: list[OutboxItem] = field(default_factory=list)
+    suppressed: list[tuple[int, str]] = field(default_factory=list)
+    deferred: list[tuple[int, float, str]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+
 @dataclass
 class WorkerStats:
     claimed: int = 0
@@ -26,6 +39,7 @@ class WorkerStats:
     retried: int = 0
     failed: int = 0
     suppressed: int = 0
+    deferred: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -77,17 +91,16 @@ class Worker:
                     items = await claiming
                     claiming = None
                     if items:
-                        deliver, suppressed, logs = await self._recheck(items)
+                        if recording is not None:
+                            # The last batch's outcomes first: the frequency cap counts them.
+                            await recording
+                        batch = await self._recheck(items)
                         if not stop.is_set():
                             claiming = asyncio.create_task(self._claim())
                         outcomes = await self.transport.deliver(
-                            [Envelope(i.sender, i.email, i.raw) for i in deliver]
+                            [Envelope(i.sender, i.email, i.raw) for i in batch.deliver]
                         )
-                        if recording is not None:
-                            await recording
-                        recording = asyncio.create_task(
-                            self._record(deliver, outcomes, suppressed, logs)
-                        )
+                        recording = asyncio.create_task(self._record(batch, outcomes))
                         if progress is not None:
                             progress(self.stats)
                         continue
@@ -123,39 +136,44 @@ class Worker:
         self.stats.claimed += len(items)
         return items
 
-    async def _recheck(
-        self, items: list[OutboxItem]
-    ) -> tuple[list[OutboxItem], list[tuple[int, str]], list[dict[str, Any]]]:
-        """ST-1: a refusal may have arrived after the message was accepted."""
+    async def _recheck(self, items: list[OutboxItem]) -> Batch:
+        """ST-1: a refusal may have arrived after the message was accepted. AD-3: a fourth
+        marketing message to one address within 24 hours waits for the window to open."""
         standings = await self.store.standings(
             {item.email: self.signer.address_hashes(item.email) for item in items}
         )
-        deliver: list[OutboxItem] = []
-        suppressed: list[tuple[int, str]] = []
-        logs: list[dict[str, Any]] = []
+        marketing = [item.email for item in items if item.category == "marketing"]
         now = time.time()
+        recent = await self.store.recent_marketing(marketing, now - DAY) if marketing else {}
+        cap = self.settings.marketing_daily_cap
+        batch = Batch()
         for item in items:
             decision = decide(item.category, item.topic_id, standings[item.email])
-            if decision.allowed:
-                deliver.append(item)
-            else:
-                suppressed.append((item.id, decision.reason))
+            if not decision.allowed:
+                batch.suppressed.append((item.id, decision.reason))
                 entry = self._log(item, "suppressed", decision.reason, now)
                 if decision.erased:
                     entry.update(email=None, contact_id=None)
-                logs.append(entry)
-        return deliver, suppressed, logs
+                batch.logs.append(entry)
+                continue
+            if item.category == "marketing":
+                times = recent.setdefault(item.email, [])
+                if len(times) >= cap:
+                    opens = sorted(times)[-cap] + DAY
+                    batch.deferred.append(
+                        (item.id, opens, f"frequency cap: {cap} in 24 hours (AD-3)")
+                    )
+                    continue
+                times.append(now)  # counts for the rest of this batch
+            batch.deliver.append(item)
+        return batch
 
-    async def _record(
-        self,
-        deliver: list[OutboxItem],
-        outcomes: list[Outcome],
-        suppressed: list[tuple[int, str]],
-        logs: list[dict[str, Any]],
-    ) -> None:
+    async def _record(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        suppressed, logs = batch.suppressed, batch.logs
+        deliver = batch.deliver
         now = time.time()
         sent: list[int] = []
-        retry: list[tuple[int, float, str]] = []
+        retry: list[tuple[int, float, str]] = list(batch.deferred)
         failed: list[tuple[int, str]] = []
         for item, outcome in zip(deliver, outcomes, strict=True):
             if outcome.ok:
@@ -175,7 +193,8 @@ class Worker:
             sent=sent, retry=retry, failed=failed, suppressed=suppressed, logs=logs, now=now
         )
         self.stats.sent += len(sent)
-        self.stats.retried += len(retry)
+        self.stats.retried += len(retry) - len(batch.deferred)
+        self.stats.deferred += len(batch.deferred)
         self.stats.failed += len(failed)
         self.stats.suppressed += len(suppressed)
 
@@ -195,6 +214,7 @@ class Worker:
             "email": item.email,
             "category": item.category,
             "topic_id": item.topic_id,
+            "campaign_id": item.campaign_id,
             "subject": None,
             "status": status,
             "reason": reason,

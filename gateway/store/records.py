@@ -53,6 +53,7 @@ class OutboxItem:
     raw: bytes
     attempts: int
     created_at: float
+    campaign_id: int | None = None
 
 
 def _contact(row: Any) -> Contact:

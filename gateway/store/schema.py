@@ -132,6 +132,7 @@ campaigns = Table(
     Column("scheduled_at", Float),
     Column("cursor", Integer, nullable=False, default=0),
     Column("enqueued_all", Boolean, nullable=False, default=False),
+    Column("lease_until", Float),  # one process at a time enqueues a campaign's audience
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),

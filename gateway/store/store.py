@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from .campaigns import CampaignQueries
 from .outbox import OutboxQueries
 from .people import PeopleQueries
 from .personal import PersonalData
 
 
-class Store(PeopleQueries, PersonalData, OutboxQueries):
+class Store(PeopleQueries, PersonalData, OutboxQueries, CampaignQueries):
     """One object over one database; its queries are grouped by what they are about."""

@@ -1,0 +1,247 @@
+"""Campaigns: one template to a topic's subscribers, streamed in pages, throttled, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .accept import Accepter, SendRequest
+from .config import Settings
+from .errors import InvalidInput, NotFound
+from .render import Draft, Rendered, Renderer
+from .store import Contact, Store
+
+STATES = ("draft", "scheduled", "sending", "paused", "cancelled", "done")
+PAGE = 100  # contacts rendered and accepted per transaction
+WINDOW = 2000  # at most this many of a campaign's messages wait in the outbox at once
+LEASE = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignStatus:
+    id: int
+    name: str
+    topic: str
+    state: str
+    counts: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "topic": self.topic,
+            "state": self.state,
+            "counts": self.counts,
+        }
+
+
+class Campaigns:
+    def __init__(
+        self, settings: Settings, store: Store, accepter: Accepter, renderer: Renderer
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.accepter = accepter
+        self.renderer = renderer
+        self._slots: dict[int, float] = {}  # next free delivery time per throttled campaign
+
+    # -- definition ------------------------------------------------------------------------
+
+    async def create(
+        self, *, name: str, topic: str, subject: str, html: str | None, text: str | None = None
+    ) -> int:
+        """Refused with the reason when its template cannot render for a contact or holds
+        third-party content; nothing is written then."""
+        if not name.strip():
+            raise InvalidInput("a campaign needs a --name")
+        request = SendRequest("preview@example.vn", subject, html, text, "marketing", topic)
+        draft = await self.accepter.draft(request)
+        assert draft.topic is not None
+        for lang in ("vi", "en"):
+            self._check(self._sample(draft, lang))
+        return await self.store.create_campaign(
+            name=name.strip(),
+            topic_id=draft.topic.id,
+            subject=subject,
+            html=html,
+            text=text,
+            state="draft",
+            cursor=0,
+            enqueued_all=False,
+            created_at=time.time(),
+        )
+
+    def _sample(self, draft: Draft, lang: str) -> Rendered:
+        contact = Contact(0, "preview", draft.to, "Nguyễn Văn An", lang, "active")
+        return self.renderer.render(draft, contact, {})
+
+    @staticmethod
+    def _check(rendered: Rendered) -> None:
+        if rendered.findings:
+            urls = "; ".join(dict.fromkeys(f"{f.url} ({f.reason})" for f in rendered.findings))
+            raise InvalidInput(f"the template holds third-party content: {urls}")
+
+    async def get(self, campaign_id: int) -> dict[str, Any]:
+        campaign = await self.store.get_campaign(campaign_id)
+        if campaign is None:
+            raise NotFound(f"no campaign {campaign_id}")
+        return campaign
+
+    async def preview(self, campaign_id: int, email: str) -> Rendered:
+        """The message one contact would get, rendered now (TP-3 scan included)."""
+        c = await self.get(campaign_id)
+        draft = await self.accepter.draft(
+            SendRequest(email, c["subject"], c["html"], c["text"], "marketing", c["topic"])
+        )
+        standing = (
+            await self.store.standings(
+                {draft.to: self.accepter.signer.address_hashes(draft.to)}, attributes=True
+            )
+        )[draft.to]
+        if standing.contact is None:
+            raise NotFound("no contact with that address")
+        return self.renderer.render(draft, standing.contact, standing.attributes)
+
+    async def status(self, campaign_id: int) -> CampaignStatus:
+        c = await self.get(campaign_id)
+        counts = await self.store.campaign_counts(campaign_id)
+        return CampaignStatus(c["id"], c["name"], c["topic"], c["state"], counts)
+
+    async def audience_size(self, campaign_id: int) -> int:
+        c = await self.get(campaign_id)
+        return await self.store.count_subscribers(c["topic_id"])
+
+    # -- state changes ---------------------------------------------------------------------
+
+    async def start(
+        self, campaign_id: int, *, rate: float | None = None, at: float | None = None
+    ) -> str:
+        c = await self.get(campaign_id)
+        if c["state"] not in ("draft", "scheduled", "paused"):
+            raise InvalidInput(
+                f"campaign {campaign_id} is {c['state']}: only a draft, scheduled or paused one can be sent"
+            )
+        if rate is not None and rate <= 0:
+            raise InvalidInput("--rate must be a positive number of messages per second")
+        if c["state"] == "paused":
+            await self.resume(campaign_id)
+            return "sending"
+        now = time.time()
+        state = "scheduled" if at is not None and at > now else "sending"
+        await self.store.update_campaign(
+            campaign_id,
+            state=state,
+            rate=rate,
+            scheduled_at=at,
+            started_at=now if state == "sending" else None,
+        )
+        return state
+
+    async def pause(self, campaign_id: int) -> None:
+        await self._move(campaign_id, ("sending", "scheduled"), "paused", ("queued",), "paused")
+
+    async def resume(self, campaign_id: int) -> None:
+        await self._move(campaign_id, ("paused",), "sending", ("paused",), "queued")
+
+    async def cancel(self, campaign_id: int) -> None:
+        await self._move(
+            campaign_id,
+            ("draft", "scheduled", "sending", "paused"),
+            "cancelled",
+            ("queued", "paused"),
+            "cancelled",
+        )
+
+    async def _move(
+        self,
+        campaign_id: int,
+        allowed: tuple[str, ...],
+        state: str,
+        rows_from: tuple[str, ...],
+        rows_to: str,
+    ) -> None:
+        c = await self.get(campaign_id)
+        if c["state"] not in allowed:
+            raise InvalidInput(f"campaign {campaign_id} is {c['state']}: cannot make it {state}")
+        async with self.store.transaction():
+            await self.store.update_campaign(campaign_id, state=state)
+            await self.store.move_campaign_rows(campaign_id, rows_from, rows_to, time.time())
+
+    # -- enqueuing -------------------------------------------------------------------------
+
+    async def tick(self, campaign_id: int) -> None:
+        """Enqueue the next part of the audience, keeping at most WINDOW messages waiting,
+        so a campaign of a million contacts never renders a million messages at once."""
+        c = await self.get(campaign_id)
+        now = time.time()
+        if c["state"] == "scheduled" and (c["scheduled_at"] or 0) <= now:
+            await self.store.update_campaign(campaign_id, state="sending", started_at=now)
+            c["state"] = "sending"
+        if c["state"] != "sending":
+            return
+        if c["enqueued_all"]:
+            if await self.store.campaign_backlog(campaign_id) == 0:
+                await self.store.update_campaign(campaign_id, state="done", finished_at=now)
+            return
+        if not await self.store.lease_campaign(campaign_id, now, LEASE):
+            return  # another process is enqueuing it
+        try:
+            room = WINDOW - await self.store.campaign_backlog(campaign_id)
+            cursor = c["cursor"]
+            while room > 0:
+                page = await self.store.audience_page(c["topic_id"], cursor, min(PAGE, room))
+                if not page:
+                    await self.store.update_campaign(campaign_id, enqueued_all=True)
+                    break
+                requests = [
+                    SendRequest(
+                        email,
+                        c["subject"],
+                        c["html"],
+                        c["text"],
+                        "marketing",
+                        c["topic"],
+                        # one message per campaign and contact, whatever restarts happen
+                        idempotency_key=f"campaign:{campaign_id}:{contact_id}",
+                        campaign_id=campaign_id,
+                        not_before=self._slot(campaign_id, c["rate"]),
+                    )
+                    for contact_id, email in page
+                ]
+                cursor = page[-1][0]
+                # The page and the cursor move together: a crash re-enqueues nothing twice.
+                async with self.store.transaction():
+                    await self.accepter.send_many(requests)
+                    await self.store.update_campaign(campaign_id, cursor=cursor)
+                room -= len(page)
+                if (await self.get(campaign_id))["state"] != "sending":
+                    break  # paused or cancelled meanwhile
+        finally:
+            await self.store.release_campaign(campaign_id)
+
+    def _slot(self, campaign_id: int, rate: float | None) -> float | None:
+        if not rate:
+            return None
+        slot = max(time.time(), self._slots.get(campaign_id, 0.0))
+        self._slots[campaign_id] = slot + 1.0 / rate
+        return slot
+
+    async def tick_all(self) -> bool:
+        """Enqueue for every active campaign; True while any still has audience left."""
+        active = await self.store.active_campaigns(time.time())
+        for campaign_id in active:
+            await self.tick(campaign_id)
+        for campaign_id in await self.store.sending_campaigns():
+            await self.tick(campaign_id)  # marks finished ones done
+        return bool(await self.store.active_campaigns(time.time()))
+
+    async def drive(self, stop: asyncio.Event, interval: float = 0.5) -> None:
+        """Beside a worker: keep every running campaign fed until stopped."""
+        while not stop.is_set():
+            await self.tick_all()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
