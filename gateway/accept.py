@@ -44,6 +44,13 @@ class SendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    results: list[SendResult]
+    rows: list[dict[str, Any]]
+    logs: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class SendRequest:
     to: str
     subject: str
@@ -129,6 +136,18 @@ class Accepter:
     async def send_many(self, requests: Sequence[SendRequest]) -> list[SendResult]:
         """Accept a batch: the same checks as one by one, in one transaction. Invalid input
         anywhere in the batch raises before anything is written."""
+        prepared = await self.prepare(requests)
+        await self.commit(prepared)
+        return prepared.results
+
+    async def commit(self, prepared: Prepared) -> None:
+        """Write what `prepare` made; inside the caller's transaction if it has one."""
+        async with self.store.transaction():
+            await self.store.enqueue(prepared.rows, prepared.logs)
+
+    async def prepare(self, requests: Sequence[SendRequest]) -> Prepared:
+        """Everything up to the write: validate, decide, render, scan. Nothing is written,
+        so a caller can render outside its own short transaction and commit inside it."""
         drafts = [await self.draft(req) for req in requests]
         now = time.time()
         results: list[SendResult | None] = [None] * len(drafts)
@@ -212,6 +231,4 @@ class Accepter:
                     }
                 )
                 results[i] = SendResult("queued", "", rendered.message_id)
-            async with self.store.transaction():
-                await self.store.enqueue(rows, logs)
-        return [r for r in results if r is not None]
+        return Prepared([r for r in results if r is not None], rows, logs)

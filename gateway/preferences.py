@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import addresses
-from .accept import Accepter, SendRequest
+from .accept import Accepter, Prepared, SendRequest
 from .config import Settings
 from .render import TEMPLATES
 from .store import Contact, Store, Topic
@@ -66,6 +66,7 @@ class PreferenceCenter:
         self.signer = signer
         self.accepter = accepter
         self._mail = TEMPLATES / "mail"
+        self._texts: dict[tuple[str, str], str] = {}
 
     # -- tokens ----------------------------------------------------------------------------
 
@@ -88,9 +89,21 @@ class PreferenceCenter:
     async def refuse(self, contact: Contact, *, source: str, ip: str | None = None) -> bool:
         """Stop all promotional mail to this person now (OC-5, ST-1): the suppression is
         committed before this returns, and the worker checks it before every hand-over.
-        The first refusal is confirmed by one email (ST-2); a repeated one changes nothing."""
+        The first refusal is confirmed by one email (ST-2), queued in the same transaction;
+        a repeated one changes nothing."""
         now = time.time()
         hashes = self.signer.address_hashes(contact.email)
+        # Rendered before the transaction, so writers wait on the lock as little as possible;
+        # a confirmation that cannot be made never stops the refusal itself.
+        try:
+            confirmation = await self._prepare_mail(
+                contact, "refusal", {"received_at": local_time(now, contact.language)}
+            )
+        except Exception:
+            log.exception(
+                "the confirmation email could not be queued; the refusal itself is recorded"
+            )
+            confirmation = None
         async with self.store.transaction():
             added = await self.store.add_suppression(
                 email=contact.email,
@@ -111,14 +124,8 @@ class PreferenceCenter:
                 now=now,
                 ip=ip,
             )
-        # Committed: the refusal stands even if its confirmation cannot be queued.
-        try:
-            async with self.store.transaction():
-                await self._mail_to(
-                    contact, "refusal", {"received_at": local_time(now, contact.language)}
-                )
-        except Exception:
-            log.exception("refusal recorded, but its confirmation email could not be queued")
+            if confirmation is not None:
+                await self.accepter.commit(confirmation)
         return True
 
     # -- the preference page ---------------------------------------------------------------
@@ -202,8 +209,7 @@ class PreferenceCenter:
     async def request(self, contact: Contact, purpose: str) -> None:
         """Mail the person a short-lived link that confirms an export or an erasure, so a
         forwarded newsletter does not let a stranger read or erase their data."""
-        async with self.store.transaction():
-            await self._mail_to(contact, purpose, {"link": self.link(purpose, contact)})
+        await self._mail_to(contact, purpose, {"link": self.link(purpose, contact)})
 
     async def send_preferences_link(self, address: str) -> bool:
         """For /manage: mail a fresh preference link if the address is a contact. The caller
@@ -212,8 +218,7 @@ class PreferenceCenter:
         contact = await self.store.get_contact(email)
         if contact is None:
             return False
-        async with self.store.transaction():
-            await self._mail_to(contact, "preferences", {"link": self.link("preferences", contact)})
+        await self._mail_to(contact, "preferences", {"link": self.link("preferences", contact)})
         return True
 
     async def export(self, contact: Contact) -> dict[str, Any]:
@@ -228,16 +233,22 @@ class PreferenceCenter:
             await self.store.erase(email, contact, hashes, time.time())
 
     async def _mail_to(self, contact: Contact, kind: str, context: dict[str, Any]) -> None:
+        await self.accepter.commit(await self._prepare_mail(contact, kind, context))
+
+    async def _prepare_mail(self, contact: Contact, kind: str, context: dict[str, Any]) -> Prepared:
         lang = contact.language if contact.language in ("vi", "en") else "vi"
-        text = Path(self._mail / lang / f"{kind}.txt").read_text(encoding="utf-8")
-        result = await self.accepter.send(
-            SendRequest(
-                to=contact.email,
-                subject=SUBJECTS[kind][lang],
-                text=text,
-                category="transactional",
-                context={**context, "sender_name": self.settings.sender_name},
-            )
-        )
+        key = (lang, kind)
+        if key not in self._texts:
+            self._texts[key] = Path(self._mail / lang / f"{kind}.txt").read_text(encoding="utf-8")
         # A suppression for all mail (a hard bounce, say) stops even these; that is fine.
-        del result
+        return await self.accepter.prepare(
+            [
+                SendRequest(
+                    to=contact.email,
+                    subject=SUBJECTS[kind][lang],
+                    text=self._texts[key],
+                    category="transactional",
+                    context={**context, "sender_name": self.settings.sender_name},
+                )
+            ]
+        )

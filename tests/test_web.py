@@ -1221,7 +1221,7 @@ async def test_st1_the_refusal_stands_even_if_its_confirmation_cannot_be_queued(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("template store unavailable")
 
-    monkeypatch.setattr(gw.preferences, "_mail_to", broken)
+    monkeypatch.setattr(gw.preferences, "_prepare_mail", broken)
     response = await web.post(await link(gw, "unsubscribe", contact), data=ONE_CLICK)
     assert response.status_code == 200
     assert len(await rows(gw, t.suppressions, reason="unsubscribe")) == 1

@@ -186,27 +186,28 @@ class PeopleQueries(StoreBase):
         now: float,
         topic_id: int | None = None,
     ) -> bool:
-        """Returns False when the same suppression already stands. Call inside a transaction."""
-        where = [t.suppressions.c.scope == scope, t.suppressions.c.email_hash == email_hash]
-        where.append(
-            t.suppressions.c.topic_id == topic_id
-            if topic_id is not None
-            else t.suppressions.c.topic_id.is_(None)
+        """Returns False when the same suppression already stands (one statement: a
+        one-click refusal is on the hot path). Call inside a transaction."""
+        rows = await self.rows(
+            "INSERT INTO suppressions (email, email_hash, scope, topic_id, reason, source,"
+            " created_at) SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM suppressions"
+            " WHERE email_hash = ? AND scope = ? AND (topic_id = ? OR (topic_id IS NULL AND ? IS NULL)))"
+            " RETURNING id",
+            (
+                email,
+                email_hash,
+                scope,
+                topic_id,
+                reason,
+                source,
+                now,
+                email_hash,
+                scope,
+                topic_id,
+                topic_id,
+            ),
         )
-        if await self.db.fetch_one(select(t.suppressions.c.id).where(*where)):
-            return False
-        await self.db.execute(
-            t.suppressions.insert().values(
-                email=email,
-                email_hash=email_hash,
-                scope=scope,
-                topic_id=topic_id,
-                reason=reason,
-                source=source,
-                created_at=now,
-            )
-        )
-        return True
+        return bool(rows)
 
     async def remove_suppressions(self, hashes: Sequence[str], *, keep_erased: bool) -> int:
         where: list[ColumnElement[bool]] = [t.suppressions.c.email_hash.in_(hashes)]
@@ -283,8 +284,10 @@ class PeopleQueries(StoreBase):
         return result
 
     async def get_contact_by_uid(self, uid: str) -> Contact | None:
-        row = await self.db.fetch_one(t.contacts.select().where(t.contacts.c.uid == uid))
-        return _contact(row) if row else None
+        rows = await self.rows(
+            "SELECT id, uid, email, name, language, status FROM contacts WHERE uid = ?", (uid,)
+        )
+        return Contact(*rows[0]) if rows else None
 
     async def all_topics(self) -> list[Topic]:
         rows = await self.db.fetch_all(t.topics.select().order_by(t.topics.c.name))
@@ -327,17 +330,10 @@ class PeopleQueries(StoreBase):
         ip: str | None = None,
     ) -> None:
         """Append to the consent ledger (PD-1). Call inside a transaction."""
-        await self.db.execute(
-            t.consent_ledger.insert().values(
-                contact_id=contact.id,
-                subject=subject,
-                topic_id=topic_id,
-                action=action,
-                source=source,
-                policy_version=policy_version,
-                ip=ip,
-                created_at=now,
-            )
+        await self.run(
+            "INSERT INTO consent_ledger (contact_id, subject, topic_id, action, source,"
+            " policy_version, ip, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (contact.id, subject, topic_id, action, source, policy_version, ip, now),
         )
 
     async def set_language(self, contact_id: int, language: str, now: float) -> None:
