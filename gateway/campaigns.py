@@ -119,10 +119,10 @@ class Campaigns:
         self, campaign_id: int, *, rate: float | None = None, at: float | None = None
     ) -> str:
         c = await self.get(campaign_id)
+        if c["state"] == "sending":
+            return "sending"  # already running (or its sender died): deliver what is left
         if c["state"] not in ("draft", "scheduled", "paused"):
-            raise InvalidInput(
-                f"campaign {campaign_id} is {c['state']}: only a draft, scheduled or paused one can be sent"
-            )
+            raise InvalidInput(f"campaign {campaign_id} is {c['state']}: it cannot be sent again")
         if rate is not None and rate <= 0:
             raise InvalidInput("--rate must be a positive number of messages per second")
         if c["state"] == "paused":

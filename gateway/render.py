@@ -78,12 +78,15 @@ class Renderer:
         self.settings = settings
         self.signer = signer
         # Autoescaped HTML; subject and text are not HTML, so they are not escaped.
+        # Layouts are read once: no stat() of the template files on every message.
         self.html_env = SandboxedEnvironment(
+            auto_reload=False,
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             loader=jinja2.FileSystemLoader(templates / "mail"),
         )
         self.text_env = SandboxedEnvironment(
+            auto_reload=False,
             autoescape=False,
             undefined=jinja2.StrictUndefined,
             loader=jinja2.FileSystemLoader(templates / "mail"),

@@ -139,7 +139,9 @@ async def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(env, t
     with engine.begin() as conn:
         conn.execute(insert(v1.tables["meta"]).values(key="schema_version", value="1"))
         conn.execute(
-            insert(v1.tables["topics"]).values(slug="news", name="News", double_opt_in=False, created_at=0)
+            insert(v1.tables["topics"]).values(
+                slug="news", name="News", double_opt_in=False, created_at=0
+            )
         )
     engine.dispose()
     async with Gateway.from_env(env) as gw:

@@ -27,7 +27,10 @@ MAX_FORM_BYTES = 16 * 1024
 PURPOSES = ("export", "erase")
 
 env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES / "web"), autoescape=True, trim_blocks=True
+    auto_reload=False,
+    loader=jinja2.FileSystemLoader(TEMPLATES / "web"),
+    autoescape=True,
+    trim_blocks=True,
 )
 
 

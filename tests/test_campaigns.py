@@ -1,0 +1,255 @@
+"""Campaigns against a real SMTP server: whole audiences, refusals mid-send, pause, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from email.parser import BytesHeaderParser
+from pathlib import Path
+
+import pytest
+from smtp_server import RecordingSMTPServer
+
+from gateway import Gateway, InvalidInput, TemplateError, UnknownTopic
+from gateway.store import schema as t
+
+HTML = "<p>Xin chào {{ contact.name }} ở {{ contact.attributes.city }}! <a href='https://first.vn/sale'>Xem</a></p>"
+
+
+async def audience(gw: Gateway, tmp_path: Path, n: int, topic: str = "news") -> list[str]:
+    path = tmp_path / f"{topic}-{n}.csv"
+    emails = [f"{topic}{i:05d}@example.vn" for i in range(n)]
+    path.write_text(
+        "email,name\n" + "".join(f"{e},Người {i}\n" for i, e in enumerate(emails)), encoding="utf-8"
+    )
+    report = await gw.import_contacts(path, subscribe=[topic])
+    assert report.created == n and not report.bad_rows
+    return emails
+
+
+async def campaign(gw: Gateway, **kw: str) -> int:
+    values = {
+        "name": "Tháng 12",
+        "topic": "news",
+        "subject": "Ưu đãi cho {{ contact.name }}",
+        "html": HTML,
+    }
+    values.update(kw)
+    return await gw.campaigns.create(**values)  # type: ignore[arg-type]
+
+
+def subject(data: bytes) -> str:
+    return str(BytesHeaderParser(policy=email.policy.default).parsebytes(data)["Subject"])
+
+
+def recipients(smtp: RecordingSMTPServer) -> Counter[str]:
+    """Who received campaign (marketing) mail, and how many times."""
+    return Counter(m.rcpt_tos[0] for m in smtp.messages if subject(m.data).startswith("[QC]"))
+
+
+async def test_a_campaign_of_5000_contacts_reaches_each_exactly_once(
+    gw: Gateway, smtp: RecordingSMTPServer, tmp_path
+):
+    emails = await audience(gw, tmp_path, 5000)
+    await audience(gw, tmp_path, 3, topic="deals")  # subscribers of another topic get nothing
+    cid = await campaign(gw)
+    assert await gw.campaigns.start(cid) == "sending"
+    stats = await gw.deliver(until_idle=True)
+    assert stats.sent == 5000
+    assert recipients(smtp) == Counter(emails)
+    status = await gw.campaigns.status(cid)
+    assert status.state == "done"
+    assert status.counts == {
+        "queued": 0,
+        "sent": 5000,
+        "suppressed": 0,
+        "blocked": 0,
+        "failed": 0,
+        "bounced": 0,
+    }
+    msg = email.message_from_bytes(smtp.messages[0].data, policy=email.policy.default)
+    assert str(msg["Subject"]).startswith("[QC] Ưu đãi cho Người ")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+async def test_create_refuses_undefined_fields_and_third_party_content_and_writes_nothing(
+    gw: Gateway,
+):
+    with pytest.raises(TemplateError, match="'coupon' is undefined"):
+        await campaign(gw, html="<p>{{ coupon }}</p>")
+    with pytest.raises(TemplateError, match="html template"):
+        await campaign(gw, html="<p>{{ contact.nickname }}</p>")
+    with pytest.raises(InvalidInput, match="third-party content: https://cdn.evil.com/a.png"):
+        await campaign(gw, html="<img src='https://cdn.evil.com/a.png'>")
+    with pytest.raises(UnknownTopic):
+        await campaign(gw, topic="nope")
+    assert await gw.store.list_campaigns() == []
+
+
+async def test_tp3_each_recipients_message_is_scanned_on_its_own(
+    gw: Gateway, smtp: RecordingSMTPServer
+):
+    """An attribute holding a third-party URL blocks that one recipient's message only."""
+    await gw.add_contact("ok@example.vn", name="An", subscribe=["news"], attributes={"city": "Huế"})
+    await gw.add_contact(
+        "bad@example.vn", name="Bình", subscribe=["news"], attributes={"city": "https://evil.com/x"}
+    )
+    cid = await campaign(gw)
+    await gw.campaigns.start(cid)
+    await gw.deliver(until_idle=True)
+    assert recipients(smtp) == Counter(["ok@example.vn"])
+    counts = (await gw.campaigns.status(cid)).counts
+    assert (counts["sent"], counts["blocked"]) == (1, 1)
+
+
+async def test_st1_a_refusal_in_the_middle_of_a_running_campaign_stops_that_persons_message(
+    gw: Gateway, smtp: RecordingSMTPServer, tmp_path
+):
+    emails = await audience(gw, tmp_path, 300)
+    cid = await campaign(gw)
+    await gw.campaigns.start(cid, rate=200)  # spread over about 1.5 s
+    late = emails[-1]
+    stop = asyncio.Event()
+    delivering = asyncio.create_task(gw.deliver(stop=stop, poll_seconds=0.05))
+    while len(recipients(smtp)) < 50:
+        await asyncio.sleep(0.02)
+    contact = await gw.store.get_contact(late)
+    assert contact is not None
+    await gw.preferences.refuse(contact, source="link")
+    while (await gw.campaigns.status(cid)).state != "done":
+        await asyncio.sleep(0.05)
+    stop.set()
+    await delivering
+    got = recipients(smtp)
+    assert late not in got
+    assert sum(got.values()) == 299 and max(got.values()) == 1
+    # ST-2: exactly one confirmation of the refusal went out, as service mail
+    confirmations = [subject(m.data) for m in smtp.messages if m.rcpt_tos == [late]]
+    assert len(confirmations) == 1 and not confirmations[0].startswith("[QC]")
+    assert (await gw.campaigns.status(cid)).counts["suppressed"] == 1
+
+
+async def test_pause_holds_waiting_mail_resume_sends_it_and_cancel_drops_it(
+    gw: Gateway, smtp: RecordingSMTPServer, tmp_path
+):
+    await audience(gw, tmp_path, 40)
+    cid = await campaign(gw)
+    await gw.campaigns.start(cid)
+    await gw.campaigns.tick(cid)  # the audience is in the outbox
+    await gw.campaigns.pause(cid)
+    assert (await gw.deliver(until_idle=True)).sent == 0
+    assert (await gw.campaigns.status(cid)).state == "paused"
+    await gw.campaigns.resume(cid)
+    await gw.deliver(until_idle=True)
+    assert len(smtp.messages) == 40
+    assert (await gw.campaigns.status(cid)).state == "done"
+
+    other = await campaign(gw, name="second")
+    await gw.campaigns.start(other)
+    await gw.campaigns.tick(other)
+    await gw.campaigns.cancel(other)
+    assert (await gw.deliver(until_idle=True)).sent == 0
+    status = await gw.campaigns.status(other)
+    assert status.state == "cancelled" and status.counts["sent"] == 0
+    rows = await gw.store.db.fetch_all(t.outbox.select().where(t.outbox.c.campaign_id == other))
+    assert rows and all(r["state"] == "cancelled" and r["raw"] is None for r in rows)
+    with pytest.raises(InvalidInput, match="cannot be sent again"):
+        await gw.campaigns.start(other)
+
+
+async def test_a_restarted_campaign_never_enqueues_a_contact_twice(
+    gw: Gateway, smtp: RecordingSMTPServer, tmp_path
+):
+    await audience(gw, tmp_path, 250)
+    cid = await campaign(gw)
+    await gw.campaigns.start(cid)
+    await gw.campaigns.tick(cid)
+    # A crash before the cursor moved: the same pages are offered again.
+    await gw.store.update_campaign(cid, cursor=0, enqueued_all=False)
+    await gw.campaigns.tick(cid)
+    await gw.deliver(until_idle=True)
+    got = recipients(smtp)
+    assert len(got) == 250 and max(got.values()) == 1
+
+
+async def test_ad3_a_fourth_marketing_message_within_24_hours_waits(
+    gw: Gateway, smtp: RecordingSMTPServer
+):
+    await gw.add_contact("an@example.vn", name="An", subscribe=["news"])
+    for n in range(4):
+        result = await gw.send(
+            "an@example.vn", f"Tin {n}", text="x", category="marketing", topic="news"
+        )
+        assert result.status == "queued"
+    stats = await gw.deliver(until_idle=True)
+    assert (stats.sent, stats.deferred) == (3, 1)
+    assert len(smtp.messages) == 3
+    rows = await gw.store.db.fetch_all(t.outbox.select().where(t.outbox.c.state == "queued"))
+    assert len(rows) == 1 and rows[0]["next_attempt_at"] > time.time() + 86000
+    assert "AD-3" in rows[0]["last_error"]
+    # service mail is not capped
+    await gw.send("an@example.vn", "Hóa đơn", text="x")
+    assert (await gw.deliver(until_idle=True)).sent == 1
+
+
+def test_a_campaign_killed_mid_send_resumes_with_no_duplicate_and_no_loss(env, tmp_path):
+    """SIGKILL the `gateway campaign send` process in the middle, run it again: every
+    subscriber gets exactly one message."""
+
+    async def scenario() -> None:
+        async with RecordingSMTPServer() as smtp:
+            run_env = {**os.environ, **env, "GATEWAY_SMTP_URL": smtp.url}
+            async with Gateway.from_env(run_env) as gw:
+                await gw.add_topic("news", "Tin tức")
+                emails = await audience(gw, tmp_path, 1500)
+                cid = await campaign(gw)
+
+            def cli(*args: str) -> asyncio.subprocess.Process:
+                return asyncio.create_subprocess_exec(  # type: ignore[return-value]
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    *args,
+                    env=run_env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+
+            first = await cli("campaign", "send", str(cid), "--rate", "600")
+            while len(smtp.messages) < 300:
+                await asyncio.sleep(0.02)
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+            assert 300 <= len(smtp.messages) < 1500
+            # The killed process's leases must run out first; make that immediate.
+            async with Gateway.from_env(run_env) as gw:
+                await gw.store.db.execute(
+                    "UPDATE outbox SET lease_until = 0 WHERE state = 'sending'"
+                )
+                await gw.store.db.execute("UPDATE campaigns SET lease_until = NULL")
+            second = await cli("campaign", "send", str(cid), "--json")
+            out, err = await asyncio.wait_for(second.communicate(), timeout=120)
+            assert second.returncode == 0, err.decode()
+            status = json.loads(out.decode().strip().splitlines()[-1])
+            assert status["state"] == "done"
+            got = recipients(smtp)
+            assert set(got) == set(emails)
+            # Only messages on the wire at the kill may go twice (same Message-ID).
+            twice = [e for e, n in got.items() if n > 1]
+            assert len(twice) <= 200
+            ids = Counter(
+                email.message_from_bytes(m.data, policy=email.policy.default)["Message-ID"]
+                for m in smtp.messages
+                if m.rcpt_tos[0] in twice
+            )
+            assert all(n == 2 for n in ids.values()) and len(ids) == len(twice)
+
+    asyncio.run(scenario())
