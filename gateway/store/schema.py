@@ -184,3 +184,53 @@ message_log = Table(
     Index("ix_message_log_recent", "email", "status", "created_at"),
     Index("ix_message_log_campaign", "campaign_id", "status"),
 )
+
+
+# Admin API keys: only a hash of the key is kept; the key is shown once when made.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),  # the first characters, to tell keys apart
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("last_used_at", Float),
+)
+
+# Promise 9: every read of a person's data through the API or CLI, who/what/when, never the data.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("actor", String(120), nullable=False),  # "apikey:NAME" or "cli:USER"
+    Column("action", String(64), nullable=False),  # e.g. contacts.get, contacts.export
+    Column("subject", String(64)),  # keyed hash of the address read, or a contact id
+    Column("created_at", Float, nullable=False),
+    Index("ix_audit_created", "created_at"),
+)
+
+# Privacy policy versions (promise 10, PD-5) and who was told of an adverse one.
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", String(32), nullable=False, unique=True),
+    Column("text", Text, nullable=False),
+    Column("adverse", Boolean, nullable=False, default=False),
+    Column("published_at", Float, nullable=False),
+)
+
+policy_notices = Table(
+    "policy_notices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("policy_id", Integer, ForeignKey("policies.id"), nullable=False),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("subject", String(64), nullable=False),  # keyed hash: the record outlives erasure
+    Column("message_id", String(255)),
+    Column("status", String(16), nullable=False),  # queued | suppressed
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("policy_id", "subject"),
+)
