@@ -93,6 +93,7 @@ class Renderer:
             keep_trailing_newline=True,
         )
         self._compiled: dict[tuple[bool, str], jinja2.Template] = {}
+        self._chrome: dict[tuple[str, bool, bool], tuple[content.Finding, ...]] = {}
         self._sender = {
             "name": settings.sender_name,
             "email": settings.from_address,
@@ -163,6 +164,11 @@ class Renderer:
             text = self._render(draft.text, False, "text", ctx)
         else:
             text = get_text(html or "").strip() + "\n"
+        # TP-3: what this recipient's data went into is scanned for every message. The
+        # layout and footer around it are the same for everyone but the signed token in
+        # our own links, so they are scanned once per language (see _chrome_findings).
+        findings = tuple(content.scan(html, text, settings.first_party_domains))
+        findings += self._chrome_findings(lang, marketing, html is not None)
 
         footer_ctx = {"sender": self._sender, "refusal_address": settings.refusal_address, **links}
         if marketing:
@@ -176,7 +182,6 @@ class Renderer:
             )
             html = self._layout(html, footer, lang, subject)
 
-        findings = tuple(content.scan(html, text, settings.first_party_domains))
         message_id = f"<{uuid.uuid4().hex}@{settings.from_domain}>"
         headers = [
             ("From", self._from),
@@ -189,6 +194,38 @@ class Renderer:
             headers += self._list_headers(links["unsubscribe_url"], draft.topic)
         headers += draft.headers
         return Rendered(message_id, subject, mime.build(headers, text, html), findings)
+
+    def _chrome_findings(
+        self, lang: str, marketing: bool, html: bool
+    ) -> tuple[content.Finding, ...]:
+        """The scan of the gateway's own layout and footer, once per language and kind,
+        with sample links (their host is GATEWAY_BASE_URL's, whatever the token)."""
+        key = (lang, marketing, html)
+        found = self._chrome.get(key)
+        if found is None:
+            links = {
+                "unsubscribe_url": f"{self.settings.base_url}/unsubscribe/sample",
+                "preferences_url": f"{self.settings.base_url}/preferences/sample",
+            }
+            footer_ctx = {
+                "sender": self._sender,
+                "refusal_address": self.settings.refusal_address,
+                **links,
+            }
+            text = ""
+            page = None
+            if marketing:
+                text = self.text_env.get_template(f"{lang}/footer.txt").render(footer_ctx)
+            if html:
+                footer = (
+                    Markup(self.html_env.get_template(f"{lang}/footer.html").render(footer_ctx))
+                    if marketing
+                    else ""
+                )
+                page = self._layout("", footer, lang, "")
+            found = tuple(content.scan(page, text, self.settings.first_party_domains))
+            self._chrome[key] = found
+        return found
 
     def _layout(self, body: str, footer: str, lang: str, subject: str) -> str:
         # A complete document from the caller is kept as written; the footer goes in just

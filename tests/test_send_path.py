@@ -361,3 +361,19 @@ async def test_maildir_transport_is_the_default_and_writes_real_messages(
     files = list((tmp_path / "var" / "mail" / "new").iterdir())
     assert len(files) == 1
     assert parse(files[0].read_bytes())["Subject"] == "Xin chào"
+
+
+async def test_tp1_the_footer_is_scanned_too(env: dict[str, str], smtp: RecordingSMTPServer):
+    """A third-party website in the sender's identity blocks marketing mail, naming it."""
+    env["GATEWAY_SMTP_URL"] = smtp.url
+    env["GATEWAY_SENDER_WEBSITE"] = "https://facebook.com/cuahangan"
+    async with Gateway.from_env(env) as gw:
+        await gw.add_topic("news", "Tin tức")
+        await subscribe(gw)
+        result = await gw.send("an@example.vn", "Tin", HTML, category="marketing", topic="news")
+        assert result.status == "blocked"
+        assert result.blocked_urls == ("https://facebook.com/cuahangan",)
+        text_only = await gw.send("an@example.vn", "Tin", text="x", category="marketing", topic="news")
+        assert text_only.status == "blocked"
+        # service mail has no footer, so it is not affected
+        assert (await gw.send("an@example.vn", "Hóa đơn", HTML)).status == "queued"
