@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from .config import Settings
 from .errors import InvalidMessage, MessageRefused, UnknownTopic
 from .policy import CATEGORIES, decide
 from .render import RESERVED, Draft, Renderer
-from .store import Store, Topic
+from .store import Contact, Store, Topic
 from .tokens import Signer
 
 
@@ -139,6 +140,46 @@ class Accepter:
         prepared = await self.prepare(requests)
         await self.commit(prepared)
         return prepared.results
+
+    def queue_template(
+        self, contact: Contact, *, template: str, subject: str, context: Mapping[str, Any]
+    ) -> Prepared:
+        """A service message of the gateway's own, queued as what renders it: the worker
+        renders it at dispatch, so the request that caused it (a one-click refusal) only
+        writes a row. Its policy check is the worker's, just before SMTP."""
+        now = time.time()
+        message_id = self.renderer.new_message_id()
+        row = {
+            "message_id": message_id,
+            "contact_id": contact.id,
+            "email": contact.email,
+            "category": "transactional",
+            "topic_id": None,
+            "sender": self.settings.from_address,
+            "raw": None,
+            "state": "queued",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "idempotency_key": None,
+            "created_at": now,
+            "updated_at": now,
+            "campaign_id": None,
+            "template": template,
+            "context": json.dumps(dict(context)),
+        }
+        log = {
+            "message_id": message_id,
+            "contact_id": contact.id,
+            "email": contact.email,
+            "category": "transactional",
+            "topic_id": None,
+            "subject": subject,
+            "status": "accepted",
+            "reason": None,
+            "created_at": now,
+            "campaign_id": None,
+        }
+        return Prepared([SendResult("queued", "", message_id)], [row], [log])
 
     async def commit(self, prepared: Prepared) -> None:
         """Write what `prepare` made; inside the caller's transaction if it has one."""

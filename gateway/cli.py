@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -228,9 +229,21 @@ async def cmd_suppress_list(gw: Gateway, args: argparse.Namespace) -> int:
 
 async def cmd_contact_export(gw: Gateway, args: argparse.Namespace) -> int:
     data = await gw.export_contact(args.address)
+    # Promise 9: the read is recorded (who, when, a keyed hash of whose), never the data.
+    subject = gw.signer.address_hash(addresses.normalize(args.address))
+    await gw.store.record_audit(f"cli:{_login()}", "contacts.export", subject, time.time())
     # Always JSON: --json makes it one line, otherwise it is indented for reading.
     print(json.dumps(data, ensure_ascii=False, indent=None if args.json else 2))
     return 0
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in this environment
+        return "unknown"
 
 
 async def _erased(gw: Gateway, address: str) -> str | None:
@@ -412,6 +425,76 @@ async def cmd_campaign_cancel(gw: Gateway, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- privacy policy versions (promise 10, PD-5) ----------------------------------------------
+
+
+async def _policy_notices(gw: Gateway, args: argparse.Namespace, start: Any) -> Any:
+    """Run `start(progress)` with a progress bar of the notices (hidden with --json)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, transient=True, disable=args.json) as progress:
+        task = progress.add_task("policy notices", total=None)
+        return await start(lambda done, total: progress.update(task, completed=done, total=total))
+
+
+def _notices_line(report: Any) -> str:
+    return f"{report.queued} notice(s) queued, {report.suppressed} suppressed (each recorded)"
+
+
+async def cmd_policy_publish(gw: Gateway, args: argparse.Namespace) -> int:
+    text = read_file(args.text, "policy text")
+    report = await _policy_notices(
+        gw,
+        args,
+        lambda progress: gw.policies.publish(
+            args.version, text or "", args.adverse, progress=progress
+        ),
+    )
+    human = f"published policy version {report.version}"
+    human += (
+        f" (adverse): {_notices_line(report)}" if report.adverse else " (not adverse: no email)"
+    )
+    out(args, report.as_dict(), human)
+    return 0
+
+
+async def cmd_policy_notify(gw: Gateway, args: argparse.Namespace) -> int:
+    report = await _policy_notices(
+        gw, args, lambda progress: gw.policies.notify(args.version, progress=progress)
+    )
+    human = (
+        f"policy version {report.version}: {_notices_line(report)} now"
+        if report.adverse
+        else f"policy version {report.version} is not adverse: nobody is notified"
+    )
+    out(args, report.as_dict(), human)
+    return 0
+
+
+async def cmd_policy_list(gw: Gateway, args: argparse.Namespace) -> int:
+    rows = await gw.policies.versions()
+    current = await gw.policies.current_version()
+    if args.json:
+        out(args, {"current": current, "versions": rows}, "")
+        return 0
+    if not rows:
+        print(f"no version published; consent is recorded under {current} (GATEWAY_POLICY_VERSION)")
+        return 0
+    from datetime import UTC, datetime
+
+    for r in rows:
+        when = datetime.fromtimestamp(r["published_at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        adverse = "adverse" if r["adverse"] else "-"
+        notices = r["notices"]
+        mark = " (current)" if r["version"] == current else ""
+        print(
+            f"{r['version']}{mark}\t{when}\t{adverse}\t"
+            f"notices queued {notices['queued']}, suppressed {notices['suppressed']}"
+        )
+    return 0
+
+
 async def cmd_settings(gw: Gateway, args: argparse.Namespace) -> int:
     rows = [{"name": s.env, "default": s.default, "help": s.help} for s in SETTINGS]
     out(
@@ -419,6 +502,43 @@ async def cmd_settings(gw: Gateway, args: argparse.Namespace) -> int:
         rows,
         "\n".join(f"{s.env}  (default: {s.default or 'unset'})\n    {s.help}" for s in SETTINGS),
     )
+    return 0
+
+
+async def cmd_apikey_create(gw: Gateway, args: argparse.Namespace) -> int:
+    from . import apikeys
+
+    key = await apikeys.create(gw.store, args.name)
+    print(f"API key {args.name!r} created; it is shown only this once, store it now:")
+    print(key)  # alone on the last line, for scripts
+    return 0
+
+
+async def cmd_apikey_list(gw: Gateway, args: argparse.Namespace) -> int:
+    from . import apikeys
+
+    rows = await apikeys.listing(gw.store)
+    if args.json:
+        out(args, rows, "")
+        return 0
+    for r in rows:
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["created_at"]))
+        revoked = (
+            "revoked " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["revoked_at"]))
+            if r["revoked_at"]
+            else "live"
+        )
+        print(f"{r['name']}\t{r['prefix']}…\t{created} UTC\t{revoked}")
+    if not rows:
+        print("no API keys yet: make one with `gateway apikey create NAME`")
+    return 0
+
+
+async def cmd_apikey_revoke(gw: Gateway, args: argparse.Namespace) -> int:
+    from . import apikeys
+
+    await apikeys.revoke(gw.store, args.name)
+    out(args, {"name": args.name, "revoked": True}, f"API key {args.name!r} revoked")
     return 0
 
 
@@ -660,6 +780,53 @@ def build_parser() -> Parser:
         p = command(msub, name, handler, text)
         p.add_argument("id", type=int, metavar="ID")
     command(msub, "list", cmd_campaign_list, "list campaigns")
+
+    pol = command(sub, "policy", None, "publish privacy policy versions", json_flag=False)  # type: ignore[arg-type]
+    psub = pol.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
+    p = command(
+        psub,
+        "publish",
+        cmd_policy_publish,
+        "publish a new policy version; consent is recorded under it from now on",
+        epilog="With --adverse, every contact with data stored is emailed a notice with the "
+        "new text (category policy: it reaches people who refused promotional mail too; "
+        "erased addresses and hard bounces are never mailed), and each notice is recorded. "
+        "A version cannot be published twice. Example: gateway policy publish 2025.08 "
+        "--text policy-2025.08.txt --adverse",
+    )
+    p.add_argument("version", metavar="VERSION", help="e.g. 2025.08 (letters, digits, . - _)")
+    p.add_argument(
+        "--text", required=True, metavar="FILE", help="the full policy text ('-' for stdin)"
+    )
+    p.add_argument(
+        "--adverse",
+        action="store_true",
+        help="the change is to people's disadvantage: email every contact (promise 10)",
+    )
+    p = command(
+        psub,
+        "notify",
+        cmd_policy_notify,
+        "send the notices of an adverse version still missing (after an interrupted publish)",
+    )
+    p.add_argument("version", metavar="VERSION")
+    command(psub, "list", cmd_policy_list, "list published versions and their notices")
+
+    keys = command(sub, "apikey", None, "manage keys of the admin API", json_flag=False)  # type: ignore[arg-type]
+    ksub = keys.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
+    p = command(
+        ksub,
+        "create",
+        cmd_apikey_create,
+        "make a key for the admin API; it is printed once, alone on the last line",
+        json_flag=False,
+        epilog="Only a hash of the key is stored: a lost key cannot be shown again, revoke "
+        "it and make another. Use it as `Authorization: Bearer <key>`.",
+    )
+    p.add_argument("name", metavar="NAME", help="who or what uses it, e.g. crm or an-staff")
+    command(ksub, "list", cmd_apikey_list, "list keys: name, prefix, created, revoked")
+    p = command(ksub, "revoke", cmd_apikey_revoke, "revoke a key at once")
+    p.add_argument("name", metavar="NAME")
 
     command(sub, "settings", cmd_settings, "list the GATEWAY_* environment variables")
     return parser

@@ -16,8 +16,10 @@ from .accept import Accepter, SendRequest, SendResult
 from .campaigns import Campaigns
 from .config import Settings
 from .errors import InvalidInput, InvalidMessage, NotFound, StoreError
+from .policies import Policies, PublishReport
 from .preferences import PreferenceCenter
 from .render import Renderer
+from .signup import Signups
 from .store import Contact, Store, Topic
 from .tokens import Signer
 from .transport import Transport, transport_from_url
@@ -61,6 +63,8 @@ class Gateway:
         self.accepter = Accepter(settings, self.store, self.signer, self.renderer)
         self.preferences = PreferenceCenter(settings, self.store, self.signer, self.accepter)
         self.campaigns = Campaigns(settings, self.store, self.accepter, self.renderer)
+        self.policies = Policies(settings, self.store, self.signer, self.accepter)
+        self.signups = Signups(settings, self.store, self.signer, self.accepter)
         self._transport = transport
         self.concurrency = concurrency
         self.migrated: tuple[int | None, int] | None = None
@@ -143,6 +147,7 @@ class Gateway:
         campaigns from their audience beside it."""
         transport = self.transport
         await transport.open()
+        options.setdefault("render", self.preferences.render_queued)
         worker = Worker(self.settings, self.store, self.signer, transport, **options)
         if until_idle:
             while True:
@@ -161,6 +166,15 @@ class Gateway:
 
     async def message_status(self, message_id: str) -> dict[str, Any]:
         return await self.store.message_status(message_id)
+
+    # -- privacy policy versions (promise 10, PD-5) ---------------------------------------
+
+    async def publish_policy(
+        self, version: str, text: str, adverse: bool = False, **options: Any
+    ) -> PublishReport:
+        """Publish a policy version; an adverse one is emailed to every contact with data
+        stored, even those who refused promotional mail, and each notice is recorded."""
+        return await self.policies.publish(version, text, adverse, **options)
 
     # -- topics ----------------------------------------------------------------------------
 
@@ -236,7 +250,7 @@ class Gateway:
                 status,
                 subject=self.signer.address_hash(email),
                 source=source,
-                policy_version=self.settings.policy_version,
+                policy_version=await self.policies.current_version(),
                 now=now,
             ):
                 started += 1
@@ -257,6 +271,27 @@ class Gateway:
             text = Path(path).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"cannot read {path}: {exc}") from None
+        return await self.import_csv(
+            text,
+            subscribe=subscribe,
+            source=source,
+            progress=progress,
+            batch_size=batch_size,
+            name=str(path),
+        )
+
+    async def import_csv(
+        self,
+        text: str,
+        *,
+        subscribe: Iterable[str] = (),
+        source: str = "import",
+        progress: Callable[[int, int], Any] | None = None,
+        batch_size: int = 500,
+        name: str = "the CSV",
+    ) -> ImportReport:
+        """`import_contacts` for CSV text already in memory (the admin API's upload)."""
+        path = name
         reader = csv.DictReader(text.splitlines())
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
         if "email" not in fields:
@@ -338,7 +373,7 @@ class Gateway:
                 items,
                 standings,
                 source=source,
-                policy_version=self.settings.policy_version,
+                policy_version=await self.policies.current_version(),
                 default_language=self.settings.default_language,
                 subject_of={email: hs[0] for email, hs in hashes.items()},
                 now=time.time(),

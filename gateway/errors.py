@@ -7,7 +7,8 @@
     │   ├── UnknownTopic         a topic slug that does not exist
     │   ├── InvalidMessage       empty body, marketing without a topic, reserved header, ...
     │   ├── HeaderInjection      CR or LF in a header value (MF-2)
-    │   └── TemplateError        a template that does not compile or render
+    │   ├── TemplateError        a template that does not compile or render
+    │   └── Conflict             already exists, e.g. a policy version published twice
     ├── NotFound                 a contact or row that is not there (also LookupError)
     └── StoreError               the database refused (not initialised, locked, ...)
 
@@ -48,6 +49,12 @@ class HeaderInjection(InvalidMessage):
 
 class TemplateError(InvalidMessage):
     """Raised when a subject or body template fails to compile or render."""
+
+
+class Conflict(InvalidInput):
+    """Raised when something that must be unique already exists (answered 409 on the web)."""
+
+    status = 409
 
 
 class NotFound(GatewayError, LookupError):

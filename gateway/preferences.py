@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from . import addresses
 from .accept import Accepter, Prepared, SendRequest
 from .config import Settings
 from .render import TEMPLATES
-from .store import Contact, Store, Topic
+from .store import Contact, OutboxItem, Store, Topic
 from .tokens import InvalidToken, Signer
 
 log = logging.getLogger("gateway.preferences")
@@ -84,6 +85,11 @@ class PreferenceCenter:
         path = {"preferences": "preferences", "export": "confirm/export", "erase": "confirm/erase"}
         return f"{self.settings.base_url}/{path[purpose]}/{self.signer.sign(purpose, contact.uid)}"
 
+    async def policy_version(self) -> str:
+        """The privacy policy version consents are recorded under now (promise 10): the
+        one published last (`gateway policy publish`), else GATEWAY_POLICY_VERSION."""
+        return await self.store.current_policy_version(self.settings.policy_version)
+
     # -- refusal ---------------------------------------------------------------------------
 
     async def refuse(self, contact: Contact, *, source: str, ip: str | None = None) -> bool:
@@ -93,17 +99,15 @@ class PreferenceCenter:
         a repeated one changes nothing."""
         now = time.time()
         hashes = self.signer.address_hashes(contact.email)
-        # Rendered before the transaction, so writers wait on the lock as little as possible;
-        # a confirmation that cannot be made never stops the refusal itself.
-        try:
-            confirmation = await self._prepare_mail(
-                contact, "refusal", {"received_at": local_time(now, contact.language)}
-            )
-        except Exception:
-            log.exception(
-                "the confirmation email could not be queued; the refusal itself is recorded"
-            )
-            confirmation = None
+        # ST-2's confirmation is queued as what renders it (the worker renders it at
+        # dispatch): this request only writes rows, inside one short transaction.
+        lang = contact.language if contact.language in ("vi", "en") else "vi"
+        confirmation = self.accepter.queue_template(
+            contact,
+            template="refusal",
+            subject=SUBJECTS["refusal"][lang],
+            context={"received_at": now},
+        )
         async with self.store.transaction():
             added = await self.store.add_suppression(
                 email=contact.email,
@@ -120,12 +124,11 @@ class PreferenceCenter:
                 subject=hashes[0],
                 action="opt_out",
                 source=source,
-                policy_version=self.settings.policy_version,
+                policy_version=await self.policy_version(),
                 now=now,
                 ip=ip,
             )
-            if confirmation is not None:
-                await self.accepter.commit(confirmation)
+            await self.accepter.commit(confirmation)
         return True
 
     # -- the preference page ---------------------------------------------------------------
@@ -149,7 +152,7 @@ class PreferenceCenter:
             ],
             stopped_all=any(s.scope == "marketing" for s in standing.suppressions),
             history=history,
-            policy_version=self.settings.policy_version,
+            policy_version=await self.policy_version(),
         )
 
     async def update(
@@ -176,7 +179,7 @@ class PreferenceCenter:
                     subject=hashes[0],
                     action="opt_in",
                     source="preferences",
-                    policy_version=self.settings.policy_version,
+                    policy_version=current.policy_version,
                     now=now,
                     ip=ip,
                 )
@@ -194,7 +197,7 @@ class PreferenceCenter:
                     status,
                     subject=hashes[0],
                     source="preferences",
-                    policy_version=self.settings.policy_version,
+                    policy_version=current.policy_version,
                     now=now,
                     ip=ip,
                 )
@@ -232,23 +235,36 @@ class PreferenceCenter:
         async with self.store.transaction():
             await self.store.erase(email, contact, hashes, time.time())
 
+    async def render_queued(self, item: OutboxItem) -> bytes:
+        """Render a message queued as a template (see Accepter.queue_template)."""
+        contact = await self.store.get_contact(item.email) if item.email else None
+        if contact is None or item.template not in SUBJECTS:
+            raise ValueError(f"cannot render {item.template!r} for this row")
+        context = json.loads(item.context or "{}")
+        if "received_at" in context:
+            context["received_at"] = local_time(float(context["received_at"]), contact.language)
+        draft = await self.accepter.draft(self._request(contact, item.template, context))
+        rendered = self.accepter.renderer.render(draft, contact, {}, message_id=item.message_id)
+        if rendered.findings:
+            raise ValueError("the template holds third-party content")
+        return rendered.raw
+
     async def _mail_to(self, contact: Contact, kind: str, context: dict[str, Any]) -> None:
         await self.accepter.commit(await self._prepare_mail(contact, kind, context))
 
     async def _prepare_mail(self, contact: Contact, kind: str, context: dict[str, Any]) -> Prepared:
+        # A suppression for all mail (a hard bounce, say) stops even these; that is fine.
+        return await self.accepter.prepare([self._request(contact, kind, context)])
+
+    def _request(self, contact: Contact, kind: str, context: dict[str, Any]) -> SendRequest:
         lang = contact.language if contact.language in ("vi", "en") else "vi"
         key = (lang, kind)
         if key not in self._texts:
             self._texts[key] = Path(self._mail / lang / f"{kind}.txt").read_text(encoding="utf-8")
-        # A suppression for all mail (a hard bounce, say) stops even these; that is fine.
-        return await self.accepter.prepare(
-            [
-                SendRequest(
-                    to=contact.email,
-                    subject=SUBJECTS[kind][lang],
-                    text=self._texts[key],
-                    category="transactional",
-                    context={**context, "sender_name": self.settings.sender_name},
-                )
-            ]
+        return SendRequest(
+            to=contact.email,
+            subject=SUBJECTS[kind][lang],
+            text=self._texts[key],
+            category="transactional",
+            context={**context, "sender_name": self.settings.sender_name},
         )

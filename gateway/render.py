@@ -138,7 +138,12 @@ class Renderer:
         }
 
     def render(
-        self, draft: Draft, contact: Contact | None, attributes: Mapping[str, str] | None = None
+        self,
+        draft: Draft,
+        contact: Contact | None,
+        attributes: Mapping[str, str] | None = None,
+        *,
+        message_id: str | None = None,
     ) -> Rendered:
         settings = self.settings
         marketing = draft.category == "marketing"
@@ -182,7 +187,7 @@ class Renderer:
             )
             html = self._layout(html, footer, lang, subject)
 
-        message_id = f"<{uuid.uuid4().hex}@{settings.from_domain}>"
+        message_id = message_id or self.new_message_id()
         headers = [
             ("From", self._from),
             ("To", draft.to),
@@ -194,6 +199,9 @@ class Renderer:
             headers += self._list_headers(links["unsubscribe_url"], draft.topic)
         headers += draft.headers
         return Rendered(message_id, subject, mime.build(headers, text, html), findings)
+
+    def new_message_id(self) -> str:
+        return f"<{uuid.uuid4().hex}@{self.settings.from_domain}>"
 
     def _chrome_findings(
         self, lang: str, marketing: bool, html: bool

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import Settings
@@ -29,6 +29,7 @@ class Batch:
     deliver: list[OutboxItem] = field(default_factory=list)
     suppressed: list[tuple[int, str]] = field(default_factory=list)
     deferred: list[tuple[int, float, str]] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -57,6 +58,7 @@ class Worker:
         transport: Transport,
         *,
         batch_size: int | None = None,
+        render: Callable[[OutboxItem], Awaitable[bytes]] | None = None,
         lease_seconds: float = 300.0,
         poll_seconds: float = 1.0,
     ) -> None:
@@ -66,6 +68,7 @@ class Worker:
         self.transport = transport
         # Enough per batch to keep every connection busy, small enough that the
         # suppression recheck stays close to the moment of hand-over.
+        self.render = render  # renders rows queued as a template (raw is None) at dispatch
         self.batch_size = batch_size or max(100, 50 * transport.concurrency)
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
@@ -98,7 +101,7 @@ class Worker:
                         if not stop.is_set():
                             claiming = asyncio.create_task(self._claim())
                         outcomes = await self.transport.deliver(
-                            [Envelope(i.sender, i.email, i.raw) for i in batch.deliver]
+                            [Envelope(i.sender, i.email, i.raw or b"") for i in batch.deliver]
                         )
                         recording = asyncio.create_task(self._record(batch, outcomes))
                         if progress is not None:
@@ -156,6 +159,18 @@ class Worker:
                     entry.update(email=None, contact_id=None)
                 batch.logs.append(entry)
                 continue
+            if item.raw is None:
+                try:
+                    if self.render is None or item.template is None:
+                        raise ValueError("no renderer for a message queued as a template")
+                    item = replace(item, raw=await self.render(item))
+                except Exception as exc:  # one bad row must not stop the batch
+                    log.exception("a message queued as a template could not be rendered")
+                    batch.failed.append((item.id, f"could not be rendered: {exc}"))
+                    batch.logs.append(
+                        self._log(item, "failed", f"could not be rendered: {exc}", now)
+                    )
+                    continue
             if item.category == "marketing":
                 times = recent.setdefault(item.email, [])
                 if len(times) >= cap:
@@ -174,7 +189,7 @@ class Worker:
         now = time.time()
         sent: list[int] = []
         retry: list[tuple[int, float, str]] = list(batch.deferred)
-        failed: list[tuple[int, str]] = []
+        failed: list[tuple[int, str]] = list(batch.failed)
         for item, outcome in zip(deliver, outcomes, strict=True):
             if outcome.ok:
                 sent.append(item.id)

@@ -1213,20 +1213,26 @@ async def test_export_and_erase_requests_are_rate_limited_per_person(
     assert len(to(messages, "an@example.vn")) == 6 and len(to(messages, "binh@example.vn")) == 1
 
 
-async def test_st1_the_refusal_stands_even_if_its_confirmation_cannot_be_queued(
+async def test_st1_the_refusal_stands_even_if_its_confirmation_cannot_be_rendered(
     gw: Gateway, web: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog
 ):
+    """The confirmation is rendered by the worker at dispatch; if that fails, the refusal
+    (committed with the request) stands and the failure is recorded on the message."""
     contact = await person(gw)
 
-    async def broken(*args: Any, **kwargs: Any) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> bytes:
         raise RuntimeError("template store unavailable")
 
-    monkeypatch.setattr(gw.preferences, "_prepare_mail", broken)
+    monkeypatch.setattr(gw.preferences, "render_queued", broken)
     response = await web.post(await link(gw, "unsubscribe", contact), data=ONE_CLICK)
     assert response.status_code == 200
     assert len(await rows(gw, t.suppressions, reason="unsubscribe")) == 1
+    stats = await gw.deliver(until_idle=True)
+    assert stats.failed == 1
+    failed = await rows(gw, t.outbox, state="failed")
+    assert len(failed) == 1 and "template store unavailable" in failed[0]["last_error"]
     assert (await marketing(gw)).status == "suppressed"
-    assert "confirmation email could not be queued" in caplog.text
+    assert "could not be rendered" in caplog.text
 
 
 async def test_pd2_export_includes_refusals_held_under_the_address(

@@ -15,6 +15,8 @@ STEPS: list[tuple[int, list[str]]] = [
         [
             "ALTER TABLE outbox ADD COLUMN campaign_id INTEGER REFERENCES campaigns (id)",
             "ALTER TABLE message_log ADD COLUMN campaign_id INTEGER REFERENCES campaigns (id)",
+            "ALTER TABLE outbox ADD COLUMN template VARCHAR(32)",
+            "ALTER TABLE outbox ADD COLUMN context TEXT",
         ],
     ),
 ]

@@ -15,6 +15,7 @@ from .records import OutboxItem
 OUTBOX_COLUMNS = (
     "message_id", "contact_id", "email", "category", "topic_id", "sender", "raw", "state",
     "attempts", "next_attempt_at", "idempotency_key", "created_at", "updated_at", "campaign_id",
+    "template", "context",
 )  # fmt: skip
 LOG_COLUMNS = (
     "message_id", "contact_id", "email", "category", "topic_id", "subject", "status", "reason",
@@ -63,7 +64,7 @@ class OutboxQueries(StoreBase):
                 " OR (state = 'sending' AND lease_until < ?)"
                 " ORDER BY next_attempt_at, id LIMIT ?)"
                 " RETURNING id, message_id, email, contact_id, category, topic_id, sender, raw,"
-                " attempts, created_at, campaign_id",
+                " attempts, created_at, campaign_id, template, context",
                 (now + lease_seconds, now, now, now, limit),
             )
         items = [OutboxItem(*row) for row in rows]

@@ -50,10 +50,12 @@ class OutboxItem:
     category: str
     topic_id: int | None
     sender: str
-    raw: bytes
+    raw: bytes | None
     attempts: int
     created_at: float
     campaign_id: int | None = None
+    template: str | None = None  # rendered at dispatch when raw is None
+    context: str | None = None
 
 
 def _contact(row: Any) -> Contact:

@@ -159,6 +159,10 @@ outbox = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("campaign_id", Integer, ForeignKey("campaigns.id")),
+    # A system message (a refusal confirmation, say) may be queued as what renders it:
+    # the template's name and its context (JSON); the worker renders it at dispatch.
+    Column("template", String(32)),
+    Column("context", Text),
     Index("ix_outbox_due", "state", "next_attempt_at"),
     Index("ix_outbox_campaign", "campaign_id", "state"),
 )

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from .admin import AdminQueries
 from .campaigns import CampaignQueries
 from .outbox import OutboxQueries
 from .people import PeopleQueries
 from .personal import PersonalData
+from .policy import PolicyQueries
+from .signup import SignupQueries
 
 
-class Store(PeopleQueries, PersonalData, OutboxQueries, CampaignQueries):
+class Store(
+    PeopleQueries,
+    PersonalData,
+    OutboxQueries,
+    CampaignQueries,
+    AdminQueries,
+    PolicyQueries,
+    SignupQueries,
+):
     """One object over one database; its queries are grouped by what they are about."""

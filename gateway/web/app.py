@@ -20,7 +20,7 @@ from ..core import Gateway
 from ..errors import InvalidInput
 from ..render import TEMPLATES
 from ..tokens import InvalidToken
-from . import pages
+from . import api, openapi, pages, subscribe
 from .i18n import CATALOG
 
 log = logging.getLogger("gateway.web")
@@ -124,9 +124,17 @@ def create_app(
 
     routes = [
         Route("/healthz", healthz),
+        Route("/openapi.json", openapi.serve),
+        api.mount(gateway),
         Route("/unsubscribe/{token}", pages.unsubscribe, methods=["GET", "POST"]),
         Route("/preferences/{token}", pages.preferences, methods=["GET", "POST"]),
         Route("/preferences/{token}/{purpose:str}", pages.request_data, methods=["POST"]),
+        # Before /confirm/{purpose}: sign-up (AD-4) and the policy page (promise 10).
+        Route("/subscribe", subscribe.subscribe, methods=["GET", "POST"]),
+        Route(
+            "/confirm/subscribe/{token}", subscribe.confirm_subscription, methods=["GET", "POST"]
+        ),
+        Route("/policy", subscribe.policy),
         Route("/confirm/{purpose:str}/{token}", pages.confirm_data, methods=["GET", "POST"]),
         Route("/manage", pages.manage, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=TEMPLATES / "web" / "static"), name="static"),

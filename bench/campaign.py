@@ -1,0 +1,973 @@
+"""Benchmark of a campaign: `gateway campaign send ID` against raw aiosmtplib, in one run.
+
+Run it with the project's virtualenv (the package must be installed):
+
+    .venv/bin/python bench/campaign.py                 # N=20,000 subscribed contacts
+    .venv/bin/python bench/campaign.py --n 100000
+    .venv/bin/python bench/campaign.py --n 1000000     # the memory target's size
+    .venv/bin/python bench/campaign.py --json          # one JSON object with every figure
+    .venv/bin/python bench/campaign.py --py-spy        # where the campaign process's time goes
+
+What happens, in order:
+
+1. The SMTP sink of bench/send_path.py (aiosmtpd in a child process on 127.0.0.1, port 0)
+   starts. It discards every message and counts messages and bytes per envelope sender.
+
+2. Setup (untimed, but every step's time is reported): a fresh SQLite file in a temporary
+   directory, made the way a marketer would, with the `gateway` command of the virtualenv
+   and GATEWAY_* variables pointing at that file and at the sink:
+     gateway init
+     gateway topics add news --name "Tin tức"
+     gateway contacts import contacts.csv --subscribe news     (--setup import, default)
+     gateway campaign create --name ... --topic news --subject ... --html campaign.html
+   The CSV of N contacts (email,name,language) is generated first. The import runs
+   gw.import_contacts (batched); its time and peak memory are reported. --setup sqlite
+   instead inserts contacts, subscriptions and opt-in consent records directly with
+   sqlite3 in the same schema after `gateway init` (for when the import is too slow).
+
+3. Campaign (timed): `gateway campaign send ID --json` runs as a subprocess. The window
+   opens right before the subprocess is started and closes when it exits, which it does
+   when the campaign is done: it includes the interpreter's start, opening the database,
+   enqueuing (rendering) the audience in pages and the delivery. While it runs, the
+   benchmark samples the sink every 20 ms (first and last gateway message, stalls),
+   /proc/PID/status (VmHWM, VmRSS) and the size of the database files. The peak memory is
+   the ru_maxrss the kernel reports when the process is reaped (os.wait4), or the sampled
+   VmHWM when ru_maxrss cannot be told apart from this process's own peak (Linux carries
+   the parent's peak into an exec'd child's ru_maxrss, so the campaign runs before the
+   baseline's messages are built, while this process is small).
+
+4. Raw baseline: messages rendered beforehand (untimed) with the gateway's own renderer,
+   send_path's template (multipart/alternative, Vietnamese text, marketing footer, List-*
+   headers), so they have the size and shape of the campaign's. aiosmtplib sends N of them
+   over C persistent connections, one recipient each, C = the gateway's connection count.
+   At most --raw-pool distinct bodies are rendered (default 20,000) and reused in turn with
+   distinct recipients, so a million messages do not need a million renders; the client
+   sends the same bytes either way.
+
+Both windows also report the CPU time of each side and of the sink, and how much CPU
+other processes on the machine used meanwhile (from /proc/stat): a run disturbed by them
+says so in a note.
+
+Checks (exit status 1 when one fails): the sink received exactly N messages from the
+gateway's envelope sender and N from the baseline's; `campaign send` exited 0;
+`gateway campaign status ID --json` says done with sent == N and nothing else counted.
+
+Figures: raw rate = N / raw time; campaign rate = N / subprocess lifetime; ratio = campaign
+rate / raw rate (target >= 0.6); peak memory of the campaign process (target < 150 MiB at
+1,000,000 contacts). `campaign send` may have no --concurrency flag: then the gateway uses
+its default of 4 connections, the baseline uses 4 as well, and the report says so.
+
+--py-spy runs py-spy (from the virtualenv) against the campaign process for its whole life
+and prints the functions with the most samples, inclusive and self. Its figures are then
+marked as profiled. Only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import aiosmtplib  # noqa: E402
+import send_path as sp  # noqa: E402
+
+from gateway.config import Settings  # noqa: E402
+from gateway.tokens import Signer  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+GATEWAY = VENV_BIN / "gateway"  # the console script a marketer types
+PY_SPY = VENV_BIN / "py-spy"
+CLI_DEFAULT_CONCURRENCY = 4  # what gateway.cli.main gives a command without --concurrency
+RATIO_TARGET = 0.6
+MEMORY_TARGET_MIB = 150.0
+MEMORY_TARGET_N = 1_000_000
+MIB = 1024 * 1024
+STALL = 0.2  # seconds without a delivery that count as a stall of the campaign
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+@dataclass
+class Measured:
+    """One finished subprocess: exit code, wall time, peak memory, output."""
+
+    cmd: list[str]
+    returncode: int
+    seconds: float
+    maxrss_kib: int  # ru_maxrss from os.wait4 (KiB on Linux)
+    cpu_seconds: float
+    vmhwm_kib: int = 0  # largest VmHWM seen in /proc while it ran (0 when never sampled)
+    inherited_kib: int = 0  # this process's VmHWM when it started the command (see below)
+    processes: int = 1  # the process and any descendants seen while sampling
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+
+    def peak_kib(self) -> tuple[int, str]:
+        """The command's peak RSS and where the figure comes from. Linux carries the peak
+        of the address space an exec replaces into ru_maxrss, so a child's ru_maxrss is at
+        least this (parent) process's peak when it started the child: it is the child's own
+        peak only when it is larger than that. Otherwise the VmHWM sampled from /proc every
+        few tens of milliseconds until the exit is the figure."""
+        if self.maxrss_kib > self.inherited_kib:
+            return max(self.maxrss_kib, self.vmhwm_kib), "ru_maxrss"
+        return self.vmhwm_kib, "VmHWM sampled"
+
+    def json(self) -> Any:
+        lines = [line for line in self.stdout.splitlines() if line.startswith(("{", "["))]
+        try:
+            return json.loads(lines[-1])  # the last: py-spy may print around it
+        except (IndexError, ValueError):
+            raise SystemExit(
+                f"campaign: `{_show(self.cmd)}` printed no JSON (exit {self.returncode}):\n"
+                f"{self.stdout[-2000:]}{self.stderr[-2000:]}"
+            ) from None
+
+
+def _show(cmd: list[str]) -> str:
+    return " ".join(
+        (c if c and all(ch.isalnum() or ch in "-_./=:" for ch in c) else repr(c))
+        for c in (Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd))
+    )
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    """VmHWM and VmRSS (KiB) of one live process; empty once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            return {
+                k: int(v.split()[0])
+                for k, _, v in (line.partition(":") for line in f)
+                if k in ("VmHWM", "VmRSS")
+            }
+    except (OSError, ValueError):
+        return {}
+
+
+def _cpu_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _other_pct(busy: float, ours: float, seconds: float) -> float:
+    """Percent of one core used by processes other than ours during a window."""
+    return round(max(busy - ours, 0.0) * 100 / seconds, 1)
+
+
+def _threads_cpu(pid: int) -> tuple[int, dict[int, float]]:
+    """CPU seconds (user + system) of each thread of a process; the main thread's id is
+    the process id. Under --py-spy the gateway is the child of `pid` (py-spy's own threads
+    are left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    procs = _descendants(pid) or [pid]
+    for p in procs:
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            found[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+    return (procs[0] if procs[0] in found else 0), found
+
+
+def _own_peak_reset() -> int:
+    """Lower this process's peak RSS to its current RSS (Linux >= 4.0, clear_refs 5), so a
+    child started next inherits as little of it as possible; returns the peak in KiB."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return _proc_status(os.getpid()).get("VmHWM", 0)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of a live process (via /proc/PID/task/*/children)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < 1000:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children", encoding="ascii") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def run_measured(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    tick: float = 0.05,
+    on_tick: Callable[[float, int], None] | None = None,
+) -> Measured:
+    """Run one command to its end, sampling /proc while it runs; reaped with os.wait4 so
+    the kernel's ru_maxrss and CPU times are those of this very process (and of children
+    it waited for)."""
+    out_path = cwd / f".out-{secrets.token_hex(4)}"
+    err_path = cwd / f".err-{secrets.token_hex(4)}"
+    hwm = 0
+    seen: set[int] = set()
+    timed_out = False
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        inherited = _own_peak_reset()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            now = time.perf_counter()
+            if pid:
+                break
+            for p in (proc.pid, *_descendants(proc.pid)):
+                seen.add(p)
+                hwm = max(hwm, _proc_status(p).get("VmHWM", 0))
+            if on_tick is not None:
+                on_tick(now, proc.pid)
+            if now > deadline:
+                timed_out = True
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                now = time.perf_counter()
+                break
+            time.sleep(tick)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    result = Measured(
+        cmd=cmd,
+        returncode=proc.returncode,
+        seconds=now - t0,
+        maxrss_kib=usage.ru_maxrss,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        vmhwm_kib=hwm,
+        inherited_kib=max(inherited, _proc_status(os.getpid()).get("VmHWM", 0)),
+        processes=max(len(seen), 1),
+        stdout=out_path.read_text(encoding="utf-8", errors="replace"),
+        stderr=err_path.read_text(encoding="utf-8", errors="replace"),
+        timed_out=timed_out,
+    )
+    out_path.unlink()
+    err_path.unlink()
+    return result
+
+
+class Cli:
+    """`gateway ...` as a subprocess with the run's environment, in the temp directory."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
+        self.cwd = cwd
+
+    def cmd(self, *args: str) -> list[str]:
+        return [str(GATEWAY), *args]
+
+    def run(self, *args: str, timeout: float = 600.0, check: bool = True) -> Measured:
+        m = run_measured(self.cmd(*args), self.env, self.cwd, timeout)
+        if check and (m.returncode != 0 or m.timed_out):
+            raise SystemExit(
+                f"campaign: `{_show(m.cmd)}` failed (exit {m.returncode}"
+                f"{', timed out' if m.timed_out else ''}):\n{m.stdout[-2000:]}{m.stderr[-2000:]}"
+            )
+        return m
+
+
+def campaign_send_has_concurrency(cli: Cli) -> bool:
+    help_text = cli.run("campaign", "send", "--help").stdout
+    return "--concurrency" in help_text
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def write_csv(path: Path, n: int) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["email", "name", "language"])
+        writer.writerows([sp.contact_email(i), sp.contact_name(i), "vi"] for i in range(n))
+
+
+def insert_contacts_sqlite(db: Path, settings: Settings, n: int) -> None:
+    """The --setup sqlite path: what an import of N new contacts opted in to the topic
+    writes (contacts, subscriptions, opt-in consent records), in one transaction."""
+    signer = Signer(settings.secret_keys)
+    now = time.time()
+    con = sqlite3.connect(db)
+    try:
+        (topic_id,) = con.execute("SELECT id FROM topics WHERE slug = ?", (sp.TOPIC,)).fetchone()
+        (start,) = con.execute("SELECT COALESCE(MAX(id), 0) FROM contacts").fetchone()
+        with con:
+            con.executemany(
+                "INSERT INTO contacts (id, uid, email, name, language, status, source,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 'vi', 'active', 'import', ?, ?)",
+                (
+                    (
+                        start + i + 1,
+                        secrets.token_urlsafe(12),
+                        sp.contact_email(i),
+                        sp.contact_name(i),
+                        now,
+                        now,
+                    )
+                    for i in range(n)
+                ),
+            )
+            con.executemany(
+                "INSERT INTO subscriptions (contact_id, topic_id, status, created_at,"
+                " subscribed_at) VALUES (?, ?, 'subscribed', ?, ?)",
+                ((start + i + 1, topic_id, now, now) for i in range(n)),
+            )
+            con.executemany(
+                "INSERT INTO consent_ledger (contact_id, subject, topic_id, action, source,"
+                " policy_version, created_at) VALUES (?, ?, ?, 'opt_in', 'import', ?, ?)",
+                (
+                    (
+                        start + i + 1,
+                        signer.address_hash(sp.contact_email(i)),
+                        topic_id,
+                        settings.policy_version,
+                        now,
+                    )
+                    for i in range(n)
+                ),
+            )
+    finally:
+        con.close()
+
+
+def setup(
+    cli: Cli, tmp: Path, db: Path, settings: Settings, n: int, how: str, say: Callable[[str], None]
+) -> tuple[int, dict[str, Any]]:
+    """A fresh database with one topic, N subscribed contacts and one draft campaign."""
+    figures: dict[str, Any] = {"how": how}
+    t0 = time.perf_counter()
+    cli.run("init", "--json")
+    cli.run("topics", "add", sp.TOPIC, "--name", "Tin tức", "--json")
+    figures["init_seconds"] = round(time.perf_counter() - t0, 2)
+    if how == "import":
+        t0 = time.perf_counter()
+        write_csv(tmp / "contacts.csv", n)
+        figures["csv_seconds"] = round(time.perf_counter() - t0, 2)
+        say(f"setup: `gateway contacts import` of {n} contacts (untimed) ...")
+        m = cli.run(
+            "contacts", "import", "contacts.csv", "--subscribe", sp.TOPIC, "--json", timeout=7200
+        )
+        report = m.json()
+        if report["bad_rows"] or report["created"] != n or report["subscribed"] != n:
+            raise SystemExit(f"campaign: the contact import went wrong: {str(report)[:2000]}")
+        figures["import_seconds"] = round(m.seconds, 2)
+        figures["import_rate"] = round(n / m.seconds)
+        figures["import_peak_rss_mib"] = round(m.maxrss_kib / 1024, 1)
+        (tmp / "contacts.csv").unlink()
+    else:
+        say(f"setup: sqlite3 insert of {n} contacts (untimed) ...")
+        t0 = time.perf_counter()
+        insert_contacts_sqlite(db, settings, n)
+        figures["insert_seconds"] = round(time.perf_counter() - t0, 2)
+        figures["insert_rate"] = round(n / (time.perf_counter() - t0))
+    (tmp / "campaign.html").write_text(sp.HTML, encoding="utf-8")
+    m = cli.run(
+        "campaign", "create", "--name", f"Bench {n}", "--topic", sp.TOPIC,
+        "--subject", sp.SUBJECT, "--html", "campaign.html", "--json",
+    )  # fmt: skip
+    campaign_id = int(m.json()["id"])
+    figures["db_mib_before"] = round(_db_bytes(db) / MIB, 1)
+    return campaign_id, figures
+
+
+def _db_bytes(db: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            total += os.stat(str(db) + suffix).st_size
+        except OSError:
+            pass
+    return total
+
+
+# --------------------------------------------------------------------------- raw baseline
+
+
+def build_raw(settings: Settings, n: int, pool: int) -> tuple[list[tuple[str, bytes]], float]:
+    """N (recipient, message) pairs over at most `pool` distinct rendered bodies."""
+    bodies = [raw for _, raw in sp.build_raw_messages(settings, min(n, pool))]
+    size = sum(len(b) for b in bodies) / len(bodies)
+    return [(sp.contact_email(i, "raw"), bodies[i % len(bodies)]) for i in range(n)], size
+
+
+async def raw_phase(port: int, messages: list[tuple[str, bytes]], c: int) -> None:
+    clients: list[aiosmtplib.SMTP] = []
+    await sp.raw_baseline(port, messages, c, clients)
+    await asyncio.gather(*(client.quit() for client in clients))
+
+
+# --------------------------------------------------------------------------- the campaign
+
+
+@dataclass
+class Watch:
+    """What the benchmark samples while `campaign send` runs."""
+
+    sink: sp.Sink
+    t0: float
+    db: Path
+    base_count: int
+    n: int
+    first: float | None = None
+    last: float | None = None
+    count: int = 0
+    db_peak: int = 0
+    rss_at: dict[str, float] = field(default_factory=dict)  # "10%" -> MiB
+    samples: list[tuple[float, int, float]] = field(default_factory=list)
+    stalls: int = 0  # gaps of STALL s or more without a delivery, between first and last
+    stall_seconds: float = 0.0
+    longest_stall: tuple[float, float] = (0.0, 0.0)  # (seconds, started at +s)
+    threads_cpu: dict[int, float] = field(default_factory=dict)  # tid -> CPU seconds
+    main_tid: int = 0
+    _next_sample: float = 0.0
+
+    def final(self, end: float, total: int) -> None:
+        """After the exit: messages counted since the last sample arrived before `end`."""
+        if total - self.base_count > self.count:
+            self.first = self.first or end
+            self.last = end
+            self.count = total - self.base_count
+
+    def __call__(self, now: float, pid: int) -> None:
+        count = self.sink.stats()["counts"].get(sp.GATEWAY_SENDER, 0) - self.base_count
+        if count > self.count:
+            if self.first is None:
+                self.first = now
+            elif now - self.last >= STALL:  # type: ignore[operator]
+                gap = now - self.last  # type: ignore[operator]
+                self.stalls += 1
+                self.stall_seconds += gap
+                if gap > self.longest_stall[0]:
+                    self.longest_stall = (round(gap, 2), round(self.last - self.t0, 2))  # type: ignore[operator]
+            self.last = now
+            self.count = count
+        self.db_peak = max(self.db_peak, _db_bytes(self.db))
+        main, cpu = _threads_cpu(pid)
+        self.threads_cpu.update(cpu)  # threads vanish with the process: keep the last seen
+        self.main_tid = main or self.main_tid
+        # the process itself, or under --py-spy the gateway that py-spy started
+        rss = max(_proc_status(p).get("VmRSS", 0) for p in (pid, *_descendants(pid))) / 1024
+        for pct in (10, 50, 90):
+            if f"{pct}%" not in self.rss_at and count >= self.n * pct / 100:
+                self.rss_at[f"{pct}%"] = round(rss, 1)
+        if now >= self._next_sample:
+            self.samples.append((round(now - self.t0, 2), count, round(rss, 1)))
+            self._next_sample = now + 1.0
+
+
+def py_spy_summary(raw_file: Path, top: int, rate: int, n: int) -> tuple[str, dict[str, Any]]:
+    """Top functions by inclusive and self samples from py-spy's collapsed stacks, also as
+    microseconds of (sampled, non-idle) thread time per message."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = waiting = 0
+    for line in raw_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        labels = []
+        while frames and frames[0].startswith(("thread (", "process ")):
+            labels.append(frames.pop(0))
+        if frames and _is_wait(frames[-1]):
+            waiting += count  # blocked in a system call; py-spy cannot always tell
+            continue
+        total += count
+        for label in labels:
+            threads[label] = threads.get(label, 0) + count
+        names = [_frame(f) for f in frames]
+        for name in set(names):
+            inclusive[name] = inclusive.get(name, 0) + count
+        if names:
+            own[names[-1]] = own.get(names[-1], 0) + count
+    total = max(total, 1)
+
+    def us(count: int) -> float:
+        return 1e6 * count / rate / n
+
+    def row(name: str) -> str:
+        i, o = inclusive.get(name, 0), own.get(name, 0)
+        return f"{100 * i / total:7.1f} {100 * o / total:7.1f} {us(i):8.0f} {us(o):8.0f}  {name}"
+
+    lines = [
+        f"=== py-spy: `campaign send` (N={n}, {total} busy samples at {rate}/s"
+        f" = {us(total):.0f} us/msg of thread time; {waiting} more were waits in"
+        " epoll/queue/lock calls and are left out) ===",
+        "threads: "
+        + ", ".join(
+            f"{t} {100 * c / total:.0f}%" for t, c in sorted(threads.items(), key=lambda x: -x[1])
+        ),
+        f"{'incl %':>7} {'self %':>7} {'incl us':>8} {'self us':>8}  function (us per message)",
+    ]
+    by_incl = sorted(inclusive, key=lambda k: -inclusive[k])
+    by_self = sorted(own, key=lambda k: -own[k])
+    lines += [row(name) for name in by_incl[:top]]
+    lines.append(f"--- top {top // 2} by self samples ---")
+    lines += [row(name) for name in by_self[: top // 2]]
+    data = {
+        "samples": total,
+        "waiting_samples": waiting,
+        "rate": rate,
+        "us_per_msg": round(us(total)),
+        "threads": {t: round(100 * c / total, 1) for t, c in threads.items()},
+        "top_inclusive": [[k, round(100 * inclusive[k] / total, 1)] for k in by_incl[:top]],
+        "top_self": [[k, round(100 * own[k] / total, 1)] for k in by_self[:top]],
+    }
+    return "\n".join(lines), data
+
+
+WAIT_CALLS = (".poll(", ".select(", ".get(", ".wait(", ".acquire(", "sleep(")
+
+
+def _is_wait(frame: str) -> bool:
+    """A leaf frame parked in a blocking call (epoll, a queue, a lock): py-spy calls such a
+    thread idle only when it can see that it sleeps, which it cannot always (e.g. in a VM)."""
+    _, _, where = frame.partition(" (")
+    path, _, line = where.rstrip(")").rpartition(":")
+    if not line.isdigit():
+        return False
+    for base in ("", *sys.path):
+        source = Path(base, path) if base else Path(path)
+        if source.is_file():
+            import linecache
+
+            text = linecache.getline(str(source), int(line))
+            return any(call in text for call in WAIT_CALLS)
+    return False
+
+
+def _frame(frame: str) -> str:
+    """'func (path/to/file.py:123)' -> 'func (file.py)' with site-packages/stdlib trimmed."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3.", "/work/main/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "/lib/python3.":
+                path = path.split("/", 1)[-1]
+            break
+    return f"{name} ({path})" if path else name
+
+
+def campaign_phase(
+    cli: Cli,
+    sink: sp.Sink,
+    campaign_id: int,
+    db: Path,
+    n: int,
+    concurrency: int | None,
+    timeout: float,
+    profile: Path | None,
+    profile_rate: int,
+) -> tuple[Measured, Watch, dict[str, Any], Any]:
+    args = ["campaign", "send", str(campaign_id), "--json"]
+    if concurrency is not None:
+        args += ["--concurrency", str(concurrency)]
+    cmd = cli.cmd(*args)
+    if profile is not None:
+        # py-spy starts the process and samples it for its whole life; the process it
+        # waits for counts in py-spy's ru_maxrss, and its own VmHWM is sampled as a child.
+        cmd = [
+            str(PY_SPY), "record", "--format", "raw", "--rate", str(profile_rate), "--threads",
+            "--output", str(profile), "--", *cmd,
+        ]  # fmt: skip
+    s0 = sink.stats()
+    watch = Watch(sink, 0.0, db, s0["counts"].get(sp.GATEWAY_SENDER, 0), n)
+    busy0, own0 = _cpu_busy(), time.process_time()
+    watch.t0 = time.perf_counter()
+    m = run_measured(cmd, cli.env, cli.cwd, timeout, tick=0.02, on_tick=watch)
+    s1 = sink.stats()
+    ours = m.cpu_seconds + (s1["cpu"] - s0["cpu"]) + (time.process_time() - own0)
+    other = _other_pct(_cpu_busy() - busy0, ours, m.seconds)
+    watch.final(watch.t0 + m.seconds, s1["counts"].get(sp.GATEWAY_SENDER, 0))
+    got = s1["counts"].get(sp.GATEWAY_SENDER, 0) - s0["counts"].get(sp.GATEWAY_SENDER, 0)
+    sink_figures = {
+        "command": _show(cli.cmd(*args)),
+        "received": got,
+        "bytes": s1["bytes"] - s0["bytes"],
+        "cpu_seconds": s1["cpu"] - s0["cpu"],
+        "cpu_other_pct": other,
+    }
+    status = m.json() if m.returncode == 0 else None
+    return m, watch, sink_figures, status
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="campaign.py",
+        description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--n", type=int, default=20_000, help="subscribed contacts (default 20000)")
+    parser.add_argument(
+        "--concurrency",
+        "-c",
+        type=int,
+        help="SMTP connections for the gateway (passed to `campaign send` when it has the "
+        f"flag) and the baseline alike (default {CLI_DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--setup",
+        choices=("import", "sqlite"),
+        default="import",
+        help="contacts through `gateway contacts import` (gw.import_contacts, default) or "
+        "inserted with sqlite3 after `gateway init`",
+    )
+    parser.add_argument(
+        "--raw-pool",
+        type=int,
+        default=20_000,
+        help="distinct pre-rendered bodies the baseline cycles through (default 20000)",
+    )
+    parser.add_argument(
+        "--sink-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop" if sp._has_uvloop() else "asyncio",
+        help="event loop of the sink process (default uvloop when installed)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds `campaign send` may take before it is killed (default 300 + 10 ms * N)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="profile the `campaign send` process with py-spy (slows it down a little)",
+    )
+    parser.add_argument("--py-spy-rate", type=int, default=100, help="samples/s (default 100)")
+    parser.add_argument("--profile-top", type=int, default=30, help="functions shown (default 30)")
+    parser.add_argument(
+        "--profile-out", type=Path, help="also keep py-spy's collapsed stacks in this file"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (database, CSV)"
+    )
+    args = parser.parse_args(argv)
+    if args.n < 1 or (args.concurrency is not None and args.concurrency < 1) or args.raw_pool < 1:
+        parser.error("--n, --concurrency and --raw-pool must be at least 1")
+    if args.py_spy and not PY_SPY.exists():
+        parser.error(f"--py-spy needs {PY_SPY} (`.venv/bin/pip install py-spy`)")
+    return args
+
+
+def run(
+    args: argparse.Namespace, sink: sp.Sink, tmp: Path, say: Callable[[str], None]
+) -> tuple[dict[str, Any], list[str]]:
+    n = args.n
+    db = tmp / "campaign.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(sp.gateway_env(tmp, db.name, sink.port))
+    settings = Settings.from_env(sp.gateway_env(tmp, db.name, sink.port))
+    cli = Cli(env, tmp)
+    notes: list[str] = []
+    load = [round(x, 2) for x in os.getloadavg()]
+
+    has_flag = campaign_send_has_concurrency(cli)
+    if has_flag:
+        c = args.concurrency or CLI_DEFAULT_CONCURRENCY
+        passed: int | None = c
+    else:
+        c, passed = CLI_DEFAULT_CONCURRENCY, None
+        notes.append(
+            "`gateway campaign send` has no --concurrency flag: the gateway used its default "
+            f"of {c} connections, and so did the baseline"
+            + (
+                f" (--concurrency {args.concurrency} ignored)"
+                if args.concurrency not in (None, c)
+                else ""
+            )
+        )
+
+    campaign_id, setup_figures = setup(cli, tmp, db, settings, n, args.setup, say)
+
+    timeout = args.timeout or 300 + 0.01 * n
+    profile_file = None
+    if args.py_spy:
+        profile_file = args.profile_out or (tmp / "campaign.pyspy.txt")
+    say(f"gateway: `gateway campaign send {campaign_id}` to {n} contacts ...")
+    m, watch, sink_figures, final = campaign_phase(
+        cli, sink, campaign_id, db, n, passed, timeout, profile_file, args.py_spy_rate
+    )
+
+    say(f"rendering {min(n, args.raw_pool)} baseline bodies for {n} messages (untimed) ...")
+    messages, raw_size = build_raw(settings, n, args.raw_pool)
+    say(f"raw baseline: aiosmtplib, {n} messages, {c} connections ...")
+    busy0 = _cpu_busy()
+    with sp.Window(sink) as raw:
+        asyncio.run(raw_phase(sink.port, messages, c))
+    raw_other = _other_pct(_cpu_busy() - busy0, raw.cpu + raw.sink_cpu, raw.seconds)
+    del messages
+    raw_got = raw.sink_counts.get(sp.RAW_SENDER, 0)
+
+    reports: list[str] = []
+    profile_data = None
+    if profile_file is not None and profile_file.exists():
+        text, profile_data = py_spy_summary(profile_file, args.profile_top, args.py_spy_rate, n)
+        reports.append(text)
+    elif profile_file is not None:
+        reports.append("py-spy wrote no profile")
+
+    status = cli.run("campaign", "status", str(campaign_id), "--json", check=False)
+    status_data = status.json() if status.returncode == 0 else None
+
+    for phase, pct in (("raw baseline", raw_other), ("campaign", sink_figures["cpu_other_pct"])):
+        if pct >= 15:
+            notes.append(
+                f"other processes used {pct:.0f}% of a core during the {phase}: "
+                "its figures are disturbed, run again on a quiet machine"
+            )
+
+    failures: list[str] = []
+    if raw_got != n:
+        failures.append(f"raw: the sink received {raw_got} baseline messages, not {n}")
+    if m.timed_out:
+        failures.append(f"`campaign send` was killed after {timeout:.0f} s")
+    elif m.returncode != 0:
+        failures.append(
+            f"`campaign send` exited {m.returncode}: {(m.stderr or m.stdout)[-500:].strip()}"
+        )
+    if sink_figures["received"] != n:
+        failures.append(
+            f"the sink received {sink_figures['received']} messages from the gateway, not {n}"
+        )
+    if status_data is None:
+        failures.append(f"`campaign status --json` failed: {status.stderr[-300:].strip()}")
+    else:
+        counts = status_data["counts"]
+        others = {k: v for k, v in counts.items() if k != "sent" and v}
+        if status_data["state"] != "done" or counts.get("sent") != n or others:
+            failures.append(
+                f"`campaign status` says {status_data['state']}, counts {counts}, not done with sent {n}"
+            )
+
+    raw_rate = n / raw.seconds
+    rate = n / m.seconds
+    peak_kib, peak_source = m.peak_kib()
+    main_cpu = watch.threads_cpu.get(watch.main_tid, 0.0)  # the event loop's thread
+    peak_mib = peak_kib / 1024
+    gw_bytes = sink_figures["bytes"] / max(sink_figures["received"], 1)
+    result: dict[str, Any] = {
+        "n": n,
+        "concurrency": c,
+        "concurrency_flag": has_flag,
+        "cores": os.cpu_count(),
+        "loadavg_at_start": load,
+        "python": sys.version.split()[0],
+        "commit": sp._commit(),
+        "profiled": "py-spy" if args.py_spy else None,
+        "sink_loop": args.sink_loop,
+        "campaign_id": campaign_id,
+        "setup": setup_figures,
+        "raw": {
+            "seconds": round(raw.seconds, 3),
+            "rate": round(raw_rate, 1),
+            "avg_message_bytes": round(raw_size),
+            **raw.usage(n),
+            "cpu_other_pct": raw_other,
+        },
+        "campaign": {
+            "command": sink_figures["command"],
+            "seconds": round(m.seconds, 3),
+            "rate": round(rate, 1),
+            "ratio": round(rate / raw_rate, 3),
+            "ratio_target": RATIO_TARGET,
+            "first_delivery_s": round(watch.first - watch.t0, 2) if watch.first else None,
+            "last_delivery_s": round(watch.last - watch.t0, 2) if watch.last else None,
+            "delivery_only_rate": (
+                round(n / (watch.last - watch.first), 1)
+                if watch.first and watch.last and watch.last > watch.first
+                else None
+            ),
+            "stalls": watch.stalls,
+            "stall_seconds": round(watch.stall_seconds, 2),
+            "longest_stall_s_at": list(watch.longest_stall),
+            "avg_message_bytes": round(gw_bytes),
+            "cpu_pct": round(100 * m.cpu_seconds / m.seconds, 1),
+            "cpu_us_per_msg": round(1e6 * m.cpu_seconds / n, 1),
+            "cpu_main_thread_pct": round(100 * main_cpu / m.seconds, 1),
+            "cpu_other_threads_pct": round(
+                100 * (sum(watch.threads_cpu.values()) - main_cpu) / m.seconds, 1
+            ),
+            "threads": len(watch.threads_cpu),
+            "cpu_sink_pct": round(100 * sink_figures["cpu_seconds"] / m.seconds, 1),
+            "cpu_sink_us_per_msg": round(1e6 * sink_figures["cpu_seconds"] / n, 1),
+            "cpu_other_pct": sink_figures["cpu_other_pct"],
+            "peak_rss_mib": round(peak_mib, 1),
+            "peak_source": peak_source,
+            "ru_maxrss_mib": round(m.maxrss_kib / 1024, 1),
+            "peak_vmhwm_mib": round(m.vmhwm_kib / 1024, 1),
+            "bench_rss_at_start_mib": round(m.inherited_kib / 1024, 1),
+            "processes": m.processes,
+            "rss_mib_at_delivered": watch.rss_at,
+            "memory_target_mib": MEMORY_TARGET_MIB,
+            "memory_target_n": MEMORY_TARGET_N,
+            "db_peak_mib": round(watch.db_peak / MIB, 1),
+            "db_after_mib": round(_db_bytes(db) / MIB, 1),
+            "sink_received": sink_figures["received"],
+            "final_status": final,
+            "rss_timeline": watch.samples,
+        },
+        "status": status_data,
+        "cli_status_seconds": round(status.seconds, 2),
+        "profile": profile_data,
+        "notes": notes,
+        "ok": not failures,
+        "failures": failures,
+    }
+    return result, reports
+
+
+def human(r: dict[str, Any]) -> str:
+    raw, g, s = r["raw"], r["campaign"], r["setup"]
+    flag = "" if r["concurrency_flag"] else " (campaign send has no --concurrency: default)"
+    lines = [
+        f"campaign: N={r['n']} concurrency={r['concurrency']}{flag} cores={r['cores']}"
+        f" load={r['loadavg_at_start'][0]} python={r['python']} sink loop={r['sink_loop']}"
+        f" commit={r['commit']}"
+        + (
+            f"  [PROFILED with {r['profiled']}: rates are not representative]"
+            if r["profiled"]
+            else ""
+        ),
+    ]
+    if s["how"] == "import":
+        lines.append(
+            f"  setup (untimed)   init {s['init_seconds']:.1f} s, csv {s['csv_seconds']:.1f} s,"
+            f" `gateway contacts import` {s['import_seconds']:.1f} s = {s['import_rate']} contacts/s"
+            f" (gw.import_contacts, peak {s['import_peak_rss_mib']:.0f} MiB), db {s['db_mib_before']} MiB"
+        )
+    else:
+        lines.append(
+            f"  setup (untimed)   init {s['init_seconds']:.1f} s, sqlite3 insert {s['insert_seconds']:.1f} s"
+            f" = {s['insert_rate']} contacts/s, db {s['db_mib_before']} MiB"
+        )
+    lines += [
+        f"  raw aiosmtplib    {raw['rate']:8.0f} msg/s  {raw['seconds']:7.2f} s  {raw['avg_message_bytes']} B/msg"
+        f"  cpu client {raw['cpu_client_pct']:.0f}% = {raw['cpu_client_us_per_msg']:.0f} us/msg,"
+        f" sink {raw['cpu_sink_pct']:.0f}% = {raw['cpu_sink_us_per_msg']:.0f} us/msg,"
+        f" other processes {raw['cpu_other_pct']:.0f}%",
+        f"  campaign send     {g['rate']:8.0f} msg/s  {g['seconds']:7.2f} s  {g['avg_message_bytes']} B/msg"
+        f"  cpu gateway {g['cpu_pct']:.0f}% = {g['cpu_us_per_msg']:.0f} us/msg"
+        f" (event loop thread {g['cpu_main_thread_pct']:.0f}%,"
+        f" {g['threads'] - 1} other threads {g['cpu_other_threads_pct']:.0f}%),"
+        f" sink {g['cpu_sink_pct']:.0f}% = {g['cpu_sink_us_per_msg']:.0f} us/msg,"
+        f" other processes {g['cpu_other_pct']:.0f}%",
+        f"    `{g['command']}`: first delivery at +{g['first_delivery_s']} s, last at"
+        f" +{g['last_delivery_s']} s, exit at +{g['seconds']:.2f} s"
+        + (f"; first->last {g['delivery_only_rate']:.0f} msg/s" if g["delivery_only_rate"] else "")
+        + f"; `campaign status` alone takes {r['cli_status_seconds']} s",
+        f"    stalls (>= {STALL} s without a delivery, between first and last): {g['stalls']},"
+        f" {g['stall_seconds']} s in all, longest {g['longest_stall_s_at'][0]} s"
+        f" from +{g['longest_stall_s_at'][1]} s",
+        f"  campaign/raw      {g['ratio']:8.2f}                  target >= {RATIO_TARGET}"
+        f"  {'met' if g['ratio'] >= RATIO_TARGET else 'MISSED'}",
+        f"  peak memory       {g['peak_rss_mib']:8.1f} MiB  target < {MEMORY_TARGET_MIB:.0f} MiB"
+        f" at {MEMORY_TARGET_N:,} contacts"
+        f"  {'met' if g['peak_rss_mib'] < MEMORY_TARGET_MIB else 'MISSED'}"
+        + ("" if r["n"] >= MEMORY_TARGET_N else f" (at N={r['n']:,})"),
+        f"    from {g['peak_source']} (ru_maxrss {g['ru_maxrss_mib']} MiB, VmHWM seen"
+        f" {g['peak_vmhwm_mib']} MiB, this process {g['bench_rss_at_start_mib']} MiB at the start,"
+        f" {g['processes']} process{'es' if g['processes'] > 1 else ''})",
+        "    RSS when delivered "
+        + ", ".join(f"{k}: {v} MiB" for k, v in g["rss_mib_at_delivered"].items())
+        + f"; database {s['db_mib_before']} MiB before, peak {g['db_peak_mib']} MiB, after {g['db_after_mib']} MiB",
+    ]
+    lines += [f"  note: {note}" for note in r["notes"]]
+    lines.append(
+        "  checks: "
+        + (
+            "OK: the sink got exactly N gateway and N baseline messages; campaign done, sent N"
+            if r["ok"]
+            else "FAILED"
+        )
+    )
+    lines += [f"  FAILURE: {f}" for f in r["failures"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report_out = sys.stderr if args.json else sys.stdout
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, file=sys.stderr, flush=True)
+
+    if not GATEWAY.exists():
+        raise SystemExit(f"campaign: {GATEWAY} not found: install the package into the venv")
+    sink = sp.Sink(args.sink_loop)
+    tmp = Path(tempfile.mkdtemp(prefix="gw-campaign-"))
+    try:
+        result, reports = run(args, sink, tmp, say)
+    finally:
+        sink.stop()
+        if args.keep:
+            say(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    for report in reports:
+        print(report, file=report_out)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(human(result))
+    if not result["ok"]:
+        print("campaign: FAILED: " + "; ".join(result["failures"]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Queries of the sign-up form and its confirmation link (AD-4, PD-1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .base import StoreBase
+from .records import Contact, Topic
+
+
+class SignupQueries(StoreBase):
+    async def confirm_subscription(
+        self,
+        contact: Contact,
+        topic: Topic,
+        now: float,
+    ) -> bool:
+        """The person confirmed from their mailbox: the subscription starts (the caller
+        records the `confirm` in the consent ledger). False (nothing written) when already
+        subscribed. Call inside a transaction."""
+        found = await self.rows(
+            "SELECT id, status FROM subscriptions WHERE contact_id = ? AND topic_id = ?",
+            (contact.id, topic.id),
+        )
+        if found and found[0][1] == "subscribed":
+            return False
+        if found:
+            await self.run(
+                "UPDATE subscriptions SET status = 'subscribed', subscribed_at = ? WHERE id = ?",
+                (now, found[0][0]),
+            )
+        else:
+            await self.run(
+                "INSERT INTO subscriptions (contact_id, topic_id, status, created_at,"
+                " subscribed_at) VALUES (?, ?, 'subscribed', ?, ?)",
+                (contact.id, topic.id, now, now),
+            )
+        return True
+
+    async def hold_erased_for_confirmation(
+        self, hashes: Sequence[str], email: str, source: str, now: float
+    ) -> None:
+        """An erased address signed up again. Its tombstone stops every message, the
+        confirmation too, so it is exchanged for a refusal of promotional mail (reason
+        `unconfirmed`): the confirmation reaches the person, nothing promotional does until
+        they confirm, and confirming lifts it. Call inside a transaction."""
+        await self.run(
+            f"DELETE FROM suppressions WHERE reason = 'erased' AND email_hash IN"
+            f" ({self.marks(len(hashes))})",
+            list(hashes),
+        )
+        await self.run(
+            "INSERT INTO suppressions (email, email_hash, scope, topic_id, reason, source,"
+            " created_at) VALUES (?, ?, 'marketing', NULL, 'unconfirmed', ?, ?)",
+            (email, hashes[0], source, now),
+        )
+
+    async def lift_objections(self, hashes: Sequence[str], topic_ids: Sequence[int]) -> int:
+        """A confirmed fresh opt-in lifts the person's earlier refusal of all promotions
+        (or the hold of an erased address) and their refusals of these topics. Never a
+        block for all mail (hard bounce, manual). Call inside a transaction."""
+        marks = self.marks(len(hashes))
+        found = await self.rows(
+            f"SELECT COUNT(*) FROM suppressions WHERE email_hash IN ({marks}) AND"
+            f" scope = 'marketing'",
+            list(hashes),
+        )
+        await self.run(
+            f"DELETE FROM suppressions WHERE email_hash IN ({marks}) AND scope = 'marketing'",
+            list(hashes),
+        )
+        if topic_ids:
+            await self.run(
+                f"DELETE FROM suppressions WHERE email_hash IN ({marks}) AND scope = 'topic'"
+                f" AND topic_id IN ({self.marks(len(topic_ids))})",
+                [*hashes, *topic_ids],
+            )
+        return int(found[0][0])
+
+    async def reactivate(self, contact_id: int, now: float) -> None:
+        """A person marked as no longer using the service signed up again."""
+        await self.run(
+            "UPDATE contacts SET status = 'active', stopped_at = NULL, updated_at = ? WHERE id = ?",
+            (now, contact_id),
+        )

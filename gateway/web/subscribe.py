@@ -1,0 +1,148 @@
+"""Consent at sign-up (AD-4, PD-1) and the privacy policy page (promise 10).
+
+`POST /subscribe` is a form a business can embed on its own site; `GET /subscribe` is our own
+page with it. Topics are never pre-ticked. Double opt-in topics wait for the link mailed to
+the person: `GET /confirm/subscribe/{token}` shows a button, `POST` confirms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..core import Gateway
+from ..errors import InvalidInput, NotFound
+from ..preferences import local_time
+from .i18n import CATALOG
+from .pages import SAFE_METHODS, RateLimit, client_ip, lang_of, page, read_form, too_many
+
+
+def _limits(request: Request) -> dict[str, RateLimit]:
+    """Per address and per client, like /manage: a form anyone can post must not become a
+    way to flood someone's inbox with confirmation emails."""
+    state = request.app.state
+    limits: dict[str, RateLimit] | None = getattr(state, "subscribe_limits", None)
+    if limits is None:
+        limits = {
+            "address": RateLimit(limit=3, window=3600),
+            "client": RateLimit(limit=30, window=3600),
+        }
+        state.subscribe_limits = limits
+    return limits
+
+
+async def _form_page(request: Request, lang: str, *, status: int = 200, **ctx: Any) -> Response:
+    gw: Gateway = request.app.state.gateway
+    return page(
+        request,
+        "subscribe.html",
+        lang,
+        "subscribe_title",
+        status=status,
+        topics=await gw.store.all_topics(),
+        policy_version=await gw.policies.current_version(),
+        **ctx,
+    )
+
+
+async def subscribe(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    lang = lang_of(request)
+    if request.method in SAFE_METHODS:
+        return await _form_page(request, lang)
+    form = await read_form(request)
+    limits = _limits(request)
+    if not limits["client"].allow(client_ip(request) or "?"):
+        return too_many(request, lang)
+    email = str(form.get("email") or "")
+    name = str(form.get("name") or "")
+    language = form.get("language")
+    try:
+        signup = await gw.signups.validate(
+            email,
+            name,
+            language if isinstance(language, str) else None,
+            [str(v) for v in form.getlist("topic")],
+        )
+    except InvalidInput as exc:
+        # Nothing is written; the form comes back with the reason (and no box ticked).
+        error = f"{CATALOG[lang]['subscribe_invalid']} ({exc})"
+        return await _form_page(
+            request, lang, status=400, error=error, email=email[:320], name=name[:200]
+        )
+    # Known and unknown addresses count alike, so a 429 tells nothing either.
+    if not limits["address"].allow(signup.email):
+        return too_many(request, lang)
+    await gw.signups.sign_up(signup, ip=client_ip(request))
+    # The same answer whether or not the address was known, or a confirmation was sent.
+    answer_lang = signup.language or lang
+    t = CATALOG[answer_lang]
+    return page(
+        request,
+        "message.html",
+        answer_lang,
+        "subscribe_done_title",
+        paragraphs=[t["subscribe_done_body"], t["subscribe_done_confirm"]],
+    )
+
+
+async def confirm_subscription(request: Request) -> Response:
+    """GET shows a button (mail scanners prefetch links); POST starts the subscriptions."""
+    gw: Gateway = request.app.state.gateway
+    pending = await gw.signups.pending(request.path_params["token"])
+    lang = lang_of(request, pending.contact)
+    t = CATALOG[lang]
+    if request.method in SAFE_METHODS:
+        topics = ", ".join(topic.name for topic in pending.topics)
+        return page(
+            request,
+            "confirm.html",
+            lang,
+            "confirm_subscribe_title",
+            body=t["confirm_subscribe_body"].format(sender=gw.settings.sender_name, topics=topics),
+            button=t["confirm_subscribe_button"],
+            action=request.url.path,
+            danger=False,
+        )
+    await read_form(request)
+    changed = await gw.signups.confirm(pending, ip=client_ip(request))
+    paragraphs = [t["confirmed_body"]] + ([] if changed else [t["confirmed_again"]])
+    return page(request, "message.html", lang, "confirmed_title", paragraphs=paragraphs)
+
+
+async def policy(request: Request) -> Response:
+    """The privacy policy: the current version, or `?version=` one published earlier."""
+    gw: Gateway = request.app.state.gateway
+    lang = lang_of(request)
+    version = request.query_params.get("version")
+    if version:
+        try:
+            current: dict[str, Any] | None = await gw.policies.get(version)
+        except NotFound:
+            raise HTTPException(404, CATALOG[lang]["not_found_title"]) from None
+    else:
+        current = await gw.policies.current()
+    if current is None:
+        return page(
+            request,
+            "policy.html",
+            lang,
+            "policy_title",
+            policy=None,
+            version=gw.settings.policy_version,
+        )
+    paragraphs = [
+        block.splitlines() for block in current["text"].replace("\r\n", "\n").split("\n\n")
+    ]
+    return page(
+        request,
+        "policy.html",
+        lang,
+        "policy_title",
+        policy=current,
+        when=local_time(current["published_at"], lang),
+        paragraphs=[p for p in paragraphs if p],
+    )
