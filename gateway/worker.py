@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -89,21 +89,29 @@ class Worker:
         async with self.store.connection():
             claiming: asyncio.Task[list[OutboxItem]] | None = asyncio.create_task(self._claim())
             recording: asyncio.Task[None] | None = None
+            last = Batch()
             try:
                 while claiming is not None:
                     items = await claiming
                     claiming = None
                     if items:
-                        if recording is not None:
-                            # The last batch's outcomes first: the frequency cap counts them.
-                            await recording
-                        batch = await self._recheck(items)
+                        # The frequency cap counts the last batch's marketing mail as sent
+                        # while its outcomes are still being recorded (never under-counts).
+                        unrecorded = (
+                            [i.email for i in last.deliver if i.category == "marketing"]
+                            if recording is not None and not recording.done()
+                            else []
+                        )
+                        batch = await self._recheck(items, unrecorded)
                         if not stop.is_set():
                             claiming = asyncio.create_task(self._claim())
                         outcomes = await self.transport.deliver(
                             [Envelope(i.sender, i.email, i.raw or b"") for i in batch.deliver]
                         )
+                        if recording is not None:
+                            await recording
                         recording = asyncio.create_task(self._record(batch, outcomes))
+                        last = batch
                         if progress is not None:
                             progress(self.stats)
                         continue
@@ -139,7 +147,7 @@ class Worker:
         self.stats.claimed += len(items)
         return items
 
-    async def _recheck(self, items: list[OutboxItem]) -> Batch:
+    async def _recheck(self, items: list[OutboxItem], unrecorded: Sequence[str] = ()) -> Batch:
         """ST-1: a refusal may have arrived after the message was accepted. AD-3: a fourth
         marketing message to one address within 24 hours waits for the window to open."""
         standings = await self.store.standings(
@@ -148,6 +156,8 @@ class Worker:
         marketing = [item.email for item in items if item.category == "marketing"]
         now = time.time()
         recent = await self.store.recent_marketing(marketing, now - DAY) if marketing else {}
+        for email in unrecorded:
+            recent.setdefault(email, []).append(now)
         cap = self.settings.marketing_daily_cap
         batch = Batch()
         for item in items:

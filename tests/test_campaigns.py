@@ -253,3 +253,14 @@ def test_a_campaign_killed_mid_send_resumes_with_no_duplicate_and_no_loss(env, t
             assert all(n == 2 for n in ids.values()) and len(ids) == len(twice)
 
     asyncio.run(scenario())
+
+
+async def test_ad3_the_cap_holds_across_batches_still_being_recorded(gw: Gateway, smtp: RecordingSMTPServer):
+    """With one message per batch, each batch's recheck runs while the previous one's
+    outcome may still be being written: the cap must count it anyway."""
+    await gw.add_contact("an@example.vn", name="An", subscribe=["news"])
+    for n in range(6):
+        await gw.send("an@example.vn", f"Tin {n}", text="x", category="marketing", topic="news")
+    stats = await gw.deliver(until_idle=True, batch_size=1)
+    assert (stats.sent, stats.deferred) == (3, 3)
+    assert len(smtp.messages) == 3
