@@ -891,7 +891,8 @@ async def test_pd1_preference_page_shows_topics_as_checkboxes_language_and_histo
 ):
     await gw.add_topic("events", "Sự kiện", double_opt_in=True)
     contact = await person(gw, topics=("news", "events"), source="form")
-    response = await web.get(await link(gw, "preferences", contact))
+    path = await link(gw, "preferences", contact)
+    response = await web.get(path)
     assert response.status_code == 200
     page = Page(response.text)
     assert page.checkboxes("topic") == {"news": True, "deals": False, "events": False}
@@ -905,13 +906,12 @@ async def test_pd1_preference_page_shows_topics_as_checkboxes_language_and_histo
         r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", history
     )
     assert [(r[1], r[2], r[3], r[4]) for r in rows_] == [
-        ("Tin tức", "đồng ý nhận", "form", POLICY),
-        ("Sự kiện", "đồng ý nhận", "form", POLICY),
+        ("Tin tức", "đồng ý nhận", "biểu mẫu đăng ký", POLICY),
+        ("Sự kiện", "đồng ý nhận", "biểu mẫu đăng ký", POLICY),
     ]
     assert "giờ Việt Nam" in rows_[0][0]
     assert f"Phiên bản chính sách bảo mật hiện hành: {POLICY}" in response.text
     # links to export and erase: forms that POST to the page's own sub-paths
-    path = await link(gw, "preferences", contact)
     actions = [f["action"] for f in page.forms]
     assert path + "/export" in actions and path + "/erase" in actions
 

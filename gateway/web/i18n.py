@@ -6,6 +6,14 @@ LANGUAGES = ("vi", "en")
 
 CATALOG: dict[str, dict[str, str]] = {
     "vi": {
+        "source_admin": "nhân viên ghi nhận",
+        "source_import": "nhập danh sách",
+        "source_api": "hệ thống (API)",
+        "source_form": "biểu mẫu đăng ký",
+        "source_link": "liên kết trong thư",
+        "source_preferences": "trang tùy chọn",
+        "source_phone": "qua điện thoại",
+        "source_email": "qua email",
         "site": "Tùy chọn nhận thư",
         "other_language": "English",
         "unsubscribe_title": "Từ chối nhận thư quảng cáo",
@@ -85,6 +93,14 @@ CATALOG: dict[str, dict[str, str]] = {
         "policy_unpublished": "Phiên bản hiện hành: {version}. Nội dung của phiên bản này chưa được đăng tại đây.",
     },
     "en": {
+        "source_admin": "recorded by staff",
+        "source_import": "list import",
+        "source_api": "our systems (API)",
+        "source_form": "sign-up form",
+        "source_link": "link in an email",
+        "source_preferences": "preference page",
+        "source_phone": "by phone",
+        "source_email": "by email",
         "site": "Email preferences",
         "other_language": "Tiếng Việt",
         "unsubscribe_title": "Unsubscribe from promotional email",
