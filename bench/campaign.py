@@ -904,8 +904,8 @@ def human(r: dict[str, Any]) -> str:
         f" {g['threads'] - 1} other threads {g['cpu_other_threads_pct']:.0f}%),"
         f" sink {g['cpu_sink_pct']:.0f}% = {g['cpu_sink_us_per_msg']:.0f} us/msg,"
         f" other processes {g['cpu_other_pct']:.0f}%",
-        f"    `{g['command']}`: first delivery at +{g['first_delivery_s']} s, last at"
-        f" +{g['last_delivery_s']} s, exit at +{g['seconds']:.2f} s"
+        f"    `{g['command']}`: first delivery at +{g['first_delivery_s'] or '-'} s, last at"
+        f" +{g['last_delivery_s'] or '-'} s, exit at +{g['seconds']:.2f} s"
         + (f"; first->last {g['delivery_only_rate']:.0f} msg/s" if g["delivery_only_rate"] else "")
         + f"; `campaign status` alone takes {r['cli_status_seconds']} s",
         f"    stalls (>= {STALL} s without a delivery, between first and last): {g['stalls']},"

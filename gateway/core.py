@@ -395,6 +395,12 @@ class Gateway:
         scope = scope or ("marketing" if reason in REFUSAL_REASONS else "all")
         if scope not in SUPPRESSION_SCOPES:
             raise InvalidInput(f"scope must be one of {', '.join(SUPPRESSION_SCOPES)}")
+        if scope == "marketing" and reason in REFUSAL_REASONS:
+            contact = await self.store.get_contact(email)
+            if contact is not None:
+                # ST-3: a refusal by phone or email, recorded by staff, has exactly the
+                # effect of a one-click refusal, confirmation email included (ST-2).
+                return await self.preferences.refuse(contact, source=source, reason=reason)
         now = time.time()
         async with self.store.transaction():
             added = await self.store.add_suppression(

@@ -92,7 +92,9 @@ class PreferenceCenter:
 
     # -- refusal ---------------------------------------------------------------------------
 
-    async def refuse(self, contact: Contact, *, source: str, ip: str | None = None) -> bool:
+    async def refuse(
+        self, contact: Contact, *, source: str, ip: str | None = None, reason: str = "unsubscribe"
+    ) -> bool:
         """Stop all promotional mail to this person now (OC-5, ST-1): the suppression is
         committed before this returns, and the worker checks it before every hand-over.
         The first refusal is confirmed by one email (ST-2), queued in the same transaction;
@@ -113,7 +115,7 @@ class PreferenceCenter:
                 email=contact.email,
                 email_hash=hashes[0],
                 scope="marketing",
-                reason="unsubscribe",
+                reason=reason,
                 source=source,
                 now=now,
             )

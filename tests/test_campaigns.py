@@ -255,7 +255,9 @@ def test_a_campaign_killed_mid_send_resumes_with_no_duplicate_and_no_loss(env, t
     asyncio.run(scenario())
 
 
-async def test_ad3_the_cap_holds_across_batches_still_being_recorded(gw: Gateway, smtp: RecordingSMTPServer):
+async def test_ad3_the_cap_holds_across_batches_still_being_recorded(
+    gw: Gateway, smtp: RecordingSMTPServer
+):
     """With one message per batch, each batch's recheck runs while the previous one's
     outcome may still be being written: the cap must count it anyway."""
     await gw.add_contact("an@example.vn", name="An", subscribe=["news"])

@@ -290,5 +290,6 @@ def test_pd5_cli_publish_adverse_prints_the_count_and_refuses_a_second_time(
     resumed = run(env, "policy", "notify", "2025.09", "--json")
     assert json.loads(resumed.stdout)["notices"] == {"queued": 0, "suppressed": 0}
     worker = run(env, "worker", "--until-idle", "--json")
-    assert json.loads(worker.stdout)["sent"] == 2
+    # the two notices, and the confirmation of binh's refusal by phone (ST-2, ST-3)
+    assert json.loads(worker.stdout)["sent"] == 3
     assert run(env, "policy", "--help").returncode == 0

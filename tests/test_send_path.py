@@ -145,8 +145,13 @@ async def test_message_queued_before_cli_suppress_add_is_never_delivered(
     )
     assert proc.returncode == 0, proc.stderr
     stats = await gw.deliver(until_idle=True)
-    assert (stats.sent, stats.suppressed) == (1, 1)
-    assert [m.rcpt_tos for m in smtp.messages] == [["binh@example.vn"]]
+    assert stats.suppressed == 1
+    marketing = [m.rcpt_tos for m in smtp.messages if parse(m.data)["Subject"].startswith("[QC]")]
+    assert marketing == [["binh@example.vn"]]
+    # the refusal by phone was confirmed to the person (ST-2, ST-3), as service mail
+    assert [
+        m.rcpt_tos for m in smtp.messages if not parse(m.data)["Subject"].startswith("[QC]")
+    ] == [["an@example.vn"]]
     assert await count(gw, t.outbox, message_id=queued[0].message_id, state="suppressed") == 1
     assert await count(gw, t.message_log, message_id=queued[0].message_id, status="suppressed") == 1
     # and nothing new for that person is accepted either
@@ -164,8 +169,7 @@ async def test_transactional_mail_reaches_a_person_who_refused_marketing(
     result = await gw.send("an@example.vn", "Hóa đơn #42", text="Cảm ơn bạn đã mua hàng.")
     assert result.status == "queued"
     await gw.deliver(until_idle=True)
-    msg = parse(smtp.messages[0].data)
-    assert msg["Subject"] == "Hóa đơn #42"
+    [msg] = [parse(m.data) for m in smtp.messages if parse(m.data)["Subject"] == "Hóa đơn #42"]
     assert msg["List-Unsubscribe"] is None
     assert msg.get_content_type() == "text/plain"
     assert msg.get_content().strip() == "Cảm ơn bạn đã mua hàng."
@@ -373,7 +377,28 @@ async def test_tp1_the_footer_is_scanned_too(env: dict[str, str], smtp: Recordin
         result = await gw.send("an@example.vn", "Tin", HTML, category="marketing", topic="news")
         assert result.status == "blocked"
         assert result.blocked_urls == ("https://facebook.com/cuahangan",)
-        text_only = await gw.send("an@example.vn", "Tin", text="x", category="marketing", topic="news")
+        text_only = await gw.send(
+            "an@example.vn", "Tin", text="x", category="marketing", topic="news"
+        )
         assert text_only.status == "blocked"
         # service mail has no footer, so it is not affected
         assert (await gw.send("an@example.vn", "Hóa đơn", HTML)).status == "queued"
+
+
+async def test_st3_a_refusal_by_phone_recorded_by_staff_acts_like_one_click(
+    gw: Gateway, smtp: RecordingSMTPServer
+):
+    await subscribe(gw)
+    assert await gw.suppress("an@example.vn", reason="phone") is True
+    assert await gw.suppress("an@example.vn", reason="phone") is False  # once, like OC-2
+    marketing = await gw.send("an@example.vn", "Tin", HTML, category="marketing", topic="news")
+    assert marketing.status == "suppressed"
+    await gw.deliver(until_idle=True)
+    # ST-2: exactly one confirmation, as service mail
+    assert [parse(m.data)["Subject"] for m in smtp.messages] == [
+        "Xác nhận: bạn đã từ chối nhận thư quảng cáo"
+    ]
+    ledger = await gw.store.db.fetch_all(
+        t.consent_ledger.select().where(t.consent_ledger.c.action == "opt_out")
+    )
+    assert [(r["source"], r["topic_id"]) for r in ledger] == [("admin", None)]
