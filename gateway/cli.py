@@ -767,6 +767,13 @@ def build_parser() -> Parser:
     p.add_argument(
         "--detach", action="store_true", help="start it and return; running workers deliver it"
     )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="SMTP connections kept open and used in parallel (default 4)",
+    )
     for name, handler, text in (
         (
             "status",
