@@ -12,7 +12,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import content
@@ -20,7 +19,6 @@ from .accept import Accepter, SendRequest
 from .config import Settings
 from .errors import Conflict, InvalidInput, NotFound
 from .preferences import local_time
-from .render import TEMPLATES
 from .store import Store
 from .tokens import Signer
 
@@ -58,7 +56,6 @@ class Policies:
         self.store = store
         self.signer = signer
         self.accepter = accepter
-        self._texts: dict[str, str] = {}
 
     async def current_version(self) -> str:
         """The version the consent ledger records now: the one published last, else
@@ -169,13 +166,10 @@ class Policies:
 
     def _notice(self, policy: dict[str, Any], email: str, language: str, uid: str) -> SendRequest:
         lang = language if language in SUBJECTS else "vi"
-        if lang not in self._texts:
-            path = Path(TEMPLATES / "mail" / lang / "policy.txt")
-            self._texts[lang] = path.read_text(encoding="utf-8")
         return SendRequest(
             to=email,
             subject=SUBJECTS[lang],
-            text=self._texts[lang],
+            text=self.accepter.renderer.mail_text(lang, "policy"),
             category="policy",
             context={
                 "version": policy["version"],

@@ -7,13 +7,11 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from . import addresses
 from .accept import Accepter, Prepared, SendRequest
 from .config import Settings
-from .render import TEMPLATES
 from .store import Contact, OutboxItem, Store, Topic
 from .tokens import InvalidToken, Signer
 
@@ -66,8 +64,6 @@ class PreferenceCenter:
         self.store = store
         self.signer = signer
         self.accepter = accepter
-        self._mail = TEMPLATES / "mail"
-        self._texts: dict[tuple[str, str], str] = {}
 
     # -- tokens ----------------------------------------------------------------------------
 
@@ -260,13 +256,10 @@ class PreferenceCenter:
 
     def _request(self, contact: Contact, kind: str, context: dict[str, Any]) -> SendRequest:
         lang = contact.language if contact.language in ("vi", "en") else "vi"
-        key = (lang, kind)
-        if key not in self._texts:
-            self._texts[key] = Path(self._mail / lang / f"{kind}.txt").read_text(encoding="utf-8")
         return SendRequest(
             to=contact.email,
             subject=SUBJECTS[kind][lang],
-            text=self._texts[key],
+            text=self.accepter.renderer.mail_text(lang, kind),
             category="transactional",
             context={**context, "sender_name": self.settings.sender_name},
         )

@@ -94,6 +94,8 @@ class Renderer:
         )
         self._compiled: dict[tuple[bool, str], jinja2.Template] = {}
         self._chrome: dict[tuple[str, bool, bool], tuple[content.Finding, ...]] = {}
+        self._mail_texts: dict[tuple[str, str], str] = {}
+        self._templates = templates
         self._sender = {
             "name": settings.sender_name,
             "email": settings.from_address,
@@ -199,6 +201,15 @@ class Renderer:
             headers += self._list_headers(links["unsubscribe_url"], draft.topic)
         headers += draft.headers
         return Rendered(message_id, subject, mime.build(headers, text, html), findings)
+
+    def mail_text(self, lang: str, kind: str) -> str:
+        """The source of one of the gateway's own text mails (templates/mail/LANG/KIND.txt),
+        read once."""
+        key = (lang, kind)
+        if key not in self._mail_texts:
+            path = self._templates / "mail" / lang / f"{kind}.txt"
+            self._mail_texts[key] = path.read_text(encoding="utf-8")
+        return self._mail_texts[key]
 
     def new_message_id(self) -> str:
         return f"<{uuid.uuid4().hex}@{self.settings.from_domain}>"

@@ -15,14 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import addresses
 from .accept import Accepter, SendRequest
 from .config import Settings
 from .errors import InvalidInput
-from .render import TEMPLATES
 from .store import Contact, Store, Topic
 from .tokens import InvalidToken, Signer
 
@@ -60,7 +58,6 @@ class Signups:
         self.store = store
         self.signer = signer
         self.accepter = accepter
-        self._texts: dict[str, str] = {}
 
     # -- the form --------------------------------------------------------------------------
 
@@ -158,13 +155,10 @@ class Signups:
 
     def _mail(self, contact: Contact, link: str, topics: list[Topic]) -> SendRequest:
         lang = contact.language if contact.language in LANGUAGES else "vi"
-        if lang not in self._texts:
-            path = Path(TEMPLATES / "mail" / lang / "confirm.txt")
-            self._texts[lang] = path.read_text(encoding="utf-8")
         return SendRequest(
             to=contact.email,
             subject=SUBJECTS[lang],
-            text=self._texts[lang],
+            text=self.accepter.renderer.mail_text(lang, "confirm"),
             category="transactional",
             context={
                 "link": link,
