@@ -346,7 +346,15 @@ async def cmd_campaign_list(gw: Gateway, args: argparse.Namespace) -> int:
 
 
 async def cmd_campaign_send(gw: Gateway, args: argparse.Namespace) -> int:
-    state = await gw.campaigns.start(args.id, rate=args.rate)
+    at = _when(args.at) if args.at else None
+    state = await gw.campaigns.start(args.id, rate=args.rate, at=at)
+    if state == "scheduled" and not args.detach:
+        out(
+            args,
+            {"id": args.id, "state": state, "at": at},
+            f"campaign {args.id} is scheduled; running workers start it at {args.at}",
+        )
+        return 0
     if args.detach:
         out(
             args,
@@ -397,6 +405,19 @@ async def cmd_campaign_send(gw: Gateway, args: argparse.Namespace) -> int:
         f"campaign {status.id}: {status.state}; {_counts_line(status.counts)}",
     )
     return 0
+
+
+def _when(text: str) -> float:
+    """An ISO 8601 time (2026-12-24T08:00+07:00); without an offset, Vietnam time."""
+    from datetime import datetime, timedelta, timezone
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise GatewayError(f"--at {text!r} is not a time like 2026-12-24T08:00+07:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone(timedelta(hours=7)))
+    return moment.timestamp()
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -766,6 +787,12 @@ def build_parser() -> Parser:
     p.add_argument("--rate", type=float, metavar="N", help="at most N messages per second")
     p.add_argument(
         "--detach", action="store_true", help="start it and return; running workers deliver it"
+    )
+    p.add_argument(
+        "--at",
+        metavar="TIME",
+        help="schedule it instead: an ISO 8601 time such as 2026-12-24T08:00+07:00 "
+        "(Vietnam time when no offset is given); running workers start it then",
     )
     p.add_argument(
         "--concurrency",

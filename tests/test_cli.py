@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,35 @@ def test_contacts_import_reports_bad_rows_and_exits_nonzero(cli_env, tmp_path):
     report = json.loads(proc.stdout)
     assert report["created"] == 1
     assert report["bad_rows"][0]["line"] == 3
+
+
+def test_a_campaign_scheduled_from_the_command_line_starts_when_due(cli_env, tmp_path):
+    import time
+    from datetime import datetime
+
+    run(cli_env, "topics", "add", "news", "--name", "Tin tức")
+    run(cli_env, "contacts", "add", "an@example.vn", "--name", "An", "--subscribe", "news")
+    created = run(
+        cli_env,
+        "campaign",
+        "create",
+        "--name",
+        "Noel",
+        "--topic",
+        "news",
+        "--subject",
+        "Giáng sinh",
+        "--html",
+        "body.html",
+    )
+    assert created.returncode == 0, created.stderr
+    cid = created.stdout.strip()
+    assert_one_line_error(run(cli_env, "campaign", "send", cid, "--at", "next tuesday"), "--at")
+    at = datetime.fromtimestamp(time.time() + 3, UTC).isoformat()
+    scheduled = run(cli_env, "campaign", "send", cid, "--at", at, "--json")
+    assert json.loads(scheduled.stdout)["state"] == "scheduled"
+    assert json.loads(run(cli_env, "worker", "--until-idle", "--json").stdout)["sent"] == 0
+    time.sleep(3.2)
+    assert json.loads(run(cli_env, "worker", "--until-idle", "--json").stdout)["sent"] == 1
+    status = json.loads(run(cli_env, "campaign", "status", cid, "--json").stdout)
+    assert status["state"] == "done" and status["counts"]["sent"] == 1
