@@ -147,38 +147,53 @@ class Accepter:
         """A service message of the gateway's own, queued as what renders it: the worker
         renders it at dispatch, so the request that caused it (a one-click refusal) only
         writes a row. Its policy check is the worker's, just before SMTP."""
+        return self.queue(
+            contact.id,
+            contact.email,
+            category="transactional",
+            subject=subject,
+            template=template,
+            context=json.dumps(dict(context)),
+        )
+
+    def queue(
+        self,
+        contact_id: int | None,
+        email: str,
+        *,
+        category: str,
+        subject: str,
+        raw: bytes | None = None,
+        message_id: str | None = None,
+        template: str | None = None,
+        context: str | None = None,
+    ) -> Prepared:
+        """The outbox row and log entry of a message the gateway made itself (rendered, or
+        to be rendered at dispatch); `commit` writes them."""
         now = time.time()
-        message_id = self.renderer.new_message_id()
-        row = {
+        message_id = message_id or self.renderer.new_message_id()
+        base = {
             "message_id": message_id,
-            "contact_id": contact.id,
-            "email": contact.email,
-            "category": "transactional",
+            "contact_id": contact_id,
+            "email": email,
+            "category": category,
             "topic_id": None,
+            "created_at": now,
+            "campaign_id": None,
+        }
+        row = {
+            **base,
             "sender": self.settings.from_address,
-            "raw": None,
+            "raw": raw,
             "state": "queued",
             "attempts": 0,
             "next_attempt_at": now,
             "idempotency_key": None,
-            "created_at": now,
             "updated_at": now,
-            "campaign_id": None,
             "template": template,
-            "context": json.dumps(dict(context)),
+            "context": context,
         }
-        log = {
-            "message_id": message_id,
-            "contact_id": contact.id,
-            "email": contact.email,
-            "category": "transactional",
-            "topic_id": None,
-            "subject": subject,
-            "status": "accepted",
-            "reason": None,
-            "created_at": now,
-            "campaign_id": None,
-        }
+        log = {**base, "subject": subject, "status": "accepted", "reason": None}
         return Prepared([SendResult("queued", "", message_id)], [row], [log])
 
     async def commit(self, prepared: Prepared) -> None:

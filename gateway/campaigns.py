@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .accept import Accepter, SendRequest
+from . import addresses, content
+from .accept import Accepter, SendRequest, SendResult
 from .config import Settings
 from .errors import InvalidInput, NotFound
 from .render import Draft, Rendered, Renderer
@@ -103,6 +104,42 @@ class Campaigns:
         if standing.contact is None:
             raise NotFound("no contact with that address")
         return self.renderer.render(draft, standing.contact, standing.attributes)
+
+    async def test_send(self, campaign_id: int, to: str) -> SendResult:
+        """Send the campaign as `to` would get it, subject marked [TEST], to check it in a
+        real mail client. Only to an address of the business's own domains: a test send is
+        never a way to mail a customer without their opt-in (AD-4)."""
+        email = addresses.normalize(to)
+        if not content.is_first_party(email.rpartition("@")[2], self.settings.first_party_domains):
+            raise InvalidInput(
+                f"a test send goes only to an address of your own domains "
+                f"({', '.join(self.settings.first_party_domains)}), not {email}"
+            )
+        c = await self.get(campaign_id)
+        draft = await self.accepter.draft(
+            SendRequest(
+                email, "[TEST] " + c["subject"], c["html"], c["text"], "marketing", c["topic"]
+            )
+        )
+        hashes = self.accepter.signer.address_hashes(email)
+        standing = (await self.store.standings({email: hashes}, attributes=True))[email]
+        contact = standing.contact or Contact(
+            0, "preview", email, "Nguyễn Văn An", self.settings.default_language, "active"
+        )
+        rendered = self.renderer.render(draft, contact, standing.attributes)
+        if rendered.findings:
+            urls = tuple(dict.fromkeys(f.url for f in rendered.findings))
+            return SendResult("blocked", "third-party content: " + ", ".join(urls), None, urls)
+        prepared = self.accepter.queue(
+            standing.contact.id if standing.contact else None,
+            email,
+            category="test",
+            subject=rendered.subject,
+            raw=rendered.raw,
+            message_id=rendered.message_id,
+        )
+        await self.accepter.commit(prepared)
+        return prepared.results[0]
 
     async def status(self, campaign_id: int) -> CampaignStatus:
         c = await self.get(campaign_id)

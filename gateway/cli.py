@@ -428,6 +428,13 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def cmd_campaign_test(gw: Gateway, args: argparse.Namespace) -> int:
+    result = await gw.campaigns.test_send(args.id, args.to)
+    human = f"{result.status}: {result.message_id or result.reason}"
+    out(args, result.as_dict(), human + ("; the worker delivers it" if result.queued else ""))
+    return 0 if result.queued else 3
+
+
 async def cmd_campaign_pause(gw: Gateway, args: argparse.Namespace) -> int:
     await gw.campaigns.pause(args.id)
     out(args, {"id": args.id, "state": "paused"}, f"campaign {args.id} paused")
@@ -801,6 +808,14 @@ def build_parser() -> Parser:
         metavar="N",
         help="SMTP connections kept open and used in parallel (default 4)",
     )
+    p = command(
+        msub,
+        "test",
+        cmd_campaign_test,
+        "send the campaign as ADDR would get it, marked [TEST]; only to your own domains",
+    )
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--to", required=True, metavar="ADDR", help="an address of your own domains")
     for name, handler, text in (
         (
             "status",

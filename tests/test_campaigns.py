@@ -266,3 +266,22 @@ async def test_ad3_the_cap_holds_across_batches_still_being_recorded(
     stats = await gw.deliver(until_idle=True, batch_size=1)
     assert (stats.sent, stats.deferred) == (3, 3)
     assert len(smtp.messages) == 3
+
+
+async def test_a_test_send_goes_to_our_own_domain_only_marked_and_as_rendered(
+    gw: Gateway, smtp: RecordingSMTPServer
+):
+    cid = await campaign(gw)
+    result = await gw.campaigns.test_send(cid, "Marketing@First.vn")
+    assert result.status == "queued"
+    with pytest.raises(InvalidInput, match="only to an address of your own domains"):
+        await gw.campaigns.test_send(cid, "customer@example.vn")  # AD-4: no opt-in, no ad
+    await gw.deliver(until_idle=True)
+    assert [m.rcpt_tos for m in smtp.messages] == [["marketing@first.vn"]]
+    msg = email.message_from_bytes(smtp.messages[0].data, policy=email.policy.default)
+    assert msg["Subject"] == "[QC] [TEST] Ưu đãi cho Nguyễn Văn An"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    blocked = await campaign(gw, name="b", html="<p>{{ contact.attributes.site }}</p>")
+    await gw.add_contact("boss@first.vn", name="Sếp", attributes={"site": "https://evil.com/x"})
+    outcome = await gw.campaigns.test_send(blocked, "boss@first.vn")
+    assert outcome.status == "blocked" and outcome.blocked_urls == ("https://evil.com/x",)
