@@ -395,7 +395,7 @@ def setup(
             raise SystemExit(f"campaign: the contact import went wrong: {str(report)[:2000]}")
         figures["import_seconds"] = round(m.seconds, 2)
         figures["import_rate"] = round(n / m.seconds)
-        figures["import_peak_rss_mib"] = round(m.maxrss_kib / 1024, 1)
+        figures["import_peak_rss_mib"] = round(m.peak_kib()[0] / 1024, 1)
         (tmp / "contacts.csv").unlink()
     else:
         say(f"setup: sqlite3 insert of {n} contacts (untimed) ...")

@@ -795,3 +795,28 @@ async def test_erasure_is_recorded_under_the_keyed_hash_only(gw, client):
     assert [(r["action"], r["subject"]) for r in log] == [
         ("contacts.erase", gw.signer.address_hash("an@example.vn"))
     ]
+
+
+async def test_pd5_policies_published_through_the_api_notify_everyone_with_data_once(
+    gw, client, smtp
+):
+    await new_contact(client, "an@example.vn")
+    await new_contact(client, "binh@example.vn")
+    await gw.suppress("binh@example.vn", reason="unsubscribe")  # refused marketing: still told
+    body = {"version": "2026.12", "text": "Chúng tôi thay đổi chính sách.", "adverse": True}
+    response = await client.post("/policies", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["notices"] == {"queued": 2, "suppressed": 0}
+    again = await client.post("/policies", json=body)
+    refused(again, 409, "2026.12")
+    refused(await client.post("/policies", json={"version": "x"}), 422, "text")
+    refused(
+        await client.post("/policies", json={**body, "version": "2027", "extra": 1}),
+        422,
+        "extra",
+    )
+    await gw.deliver(until_idle=True)
+    told = sorted(
+        m.rcpt_tos[0] for m in smtp.messages if "2026.12" in m.data.decode("ascii", "replace")
+    )
+    assert told == ["an@example.vn", "binh@example.vn"]

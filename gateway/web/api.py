@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import apikeys
 from ..core import Gateway
-from ..errors import InvalidInput, NotFound, StoreError
+from ..errors import Conflict, InvalidInput, NotFound, StoreError
 from . import api_mail as mail
 from . import api_people as people
 from .api_io import ApiError, error
@@ -119,6 +119,7 @@ routes = [
     Route("/suppressions/{email}", people.remove_suppression, methods=["DELETE"]),
     Route("/messages", mail.send_message, methods=["POST"]),
     Route("/messages/{message_id}", mail.message, methods=["GET"]),
+    Route("/policies", mail.publish_policy, methods=["POST"]),
     Route("/campaigns", mail.campaigns, methods=["GET", "POST"]),
     Route("/campaigns/{id}", mail.campaign, methods=["GET"]),
     Route("/campaigns/{id}/preview", mail.preview, methods=["GET"]),
@@ -145,6 +146,7 @@ def create_api(gateway: Gateway) -> Starlette:
         middleware=[Middleware(BearerAuth, gateway=gateway)],
         exception_handlers={
             ApiError: api_error,
+            Conflict: conflict,
             InvalidInput: invalid_input,
             NotFound: not_found,
             StoreError: conflict,

@@ -91,6 +91,14 @@ def _moment(value: Any) -> float | None:
         fail(422, "'at' must be seconds since the epoch or an RFC 3339 date-time")
 
 
+async def publish_policy(request: Request) -> Response:
+    data = await json_body(request, "PolicyPublish")
+    report = await gateway(request).publish_policy(
+        data["version"], data["text"], bool(data.get("adverse", False))
+    )
+    return JSONResponse(report.as_dict(), status_code=201)
+
+
 async def send_campaign(request: Request) -> Response:
     gw = gateway(request)
     data = await json_body(request, "CampaignSend", required=False)

@@ -297,6 +297,18 @@ PATHS: dict[str, Any] = {
         ),
     },
 }
+PATHS["/policies"] = {
+    "post": operation(
+        "publish a privacy policy version; an adverse one emails every contact with data stored",
+        "policies",
+        201,
+        "PolicyReport",
+        (*JSON_ERRORS, 409),
+        body="PolicyPublish",
+        description="PD-5: notices go even to people who refused marketing, never to an "
+        "erased address; each is recorded. Publishing a version twice answers 409.",
+    )
+}
 for _action, _what in (
     ("pause", "stop delivering at once; waiting messages stay queued"),
     ("resume", "continue a paused campaign"),

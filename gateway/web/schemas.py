@@ -73,6 +73,15 @@ def attributes(value: Schema, description: str) -> Schema:
 
 # Request bodies: the routes validate against exactly these.
 REQUESTS: dict[str, Schema] = {
+    "PolicyPublish": strict(
+        {
+            "version": text(32, 1, pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+            "text": text(200_000, 1),
+            "adverse": {"type": "boolean", "description": "true: every contact is told by email"},
+        },
+        "version",
+        "text",
+    ),
     "ContactCreate": strict(
         {
             "email": EMAIL,
@@ -180,6 +189,14 @@ COUNTS = record(
 STATES = ["draft", "scheduled", "sending", "paused", "cancelled", "done"]
 
 RESPONSES: dict[str, Schema] = {
+    "PolicyReport": record(
+        {
+            "version": STRING,
+            "adverse": {"type": "boolean"},
+            "published_at": {"type": "number"},
+            "notices": record({"queued": {"type": "integer"}, "suppressed": {"type": "integer"}}),
+        }
+    ),
     "Error": record({"error": {"type": "string", "description": "what is wrong, in a sentence"}}),
     "Contact": record(
         {
