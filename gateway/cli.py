@@ -428,6 +428,38 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def cmd_campaign_preview(gw: Gateway, args: argparse.Namespace) -> int:
+    import email
+    import email.policy
+    import time
+
+    from . import addresses
+
+    address = addresses.normalize(args.email)
+    rendered = await gw.campaigns.preview(args.id, address)
+    # Promise 9: reading a person's message is a read of their data.
+    await gw.store.record_audit(
+        f"cli:{_login()}", "campaigns.preview", gw.signer.address_hash(address), time.time()
+    )
+    message = email.message_from_bytes(rendered.raw, policy=email.policy.default)
+    parts = {}
+    for kind in ("plain", "html"):
+        body = message.get_body((kind,))  # type: ignore[attr-defined]
+        parts[kind] = body.get_content() if body is not None else None
+    blocked = list(dict.fromkeys(f.url for f in rendered.findings))
+    data = {
+        "subject": rendered.subject,
+        "text": parts["plain"],
+        "html": parts["html"],
+        "blocked_urls": blocked,
+    }
+    human = f"Subject: {rendered.subject}\n\n{parts['plain'] or ''}"
+    if blocked:
+        human += "\nBLOCKED (third-party content): " + ", ".join(blocked)
+    out(args, data, human)
+    return 0
+
+
 async def cmd_campaign_test(gw: Gateway, args: argparse.Namespace) -> int:
     result = await gw.campaigns.test_send(args.id, args.to)
     human = f"{result.status}: {result.message_id or result.reason}"
@@ -816,6 +848,14 @@ def build_parser() -> Parser:
     )
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--to", required=True, metavar="ADDR", help="an address of your own domains")
+    p = command(
+        msub,
+        "preview",
+        cmd_campaign_preview,
+        "show the message one contact would get, rendered now",
+    )
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--email", required=True, metavar="ADDR", help="the contact")
     for name, handler, text in (
         (
             "status",

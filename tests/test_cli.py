@@ -264,3 +264,37 @@ def test_a_campaign_scheduled_from_the_command_line_starts_when_due(cli_env, tmp
     assert json.loads(run(cli_env, "worker", "--until-idle", "--json").stdout)["sent"] == 1
     status = json.loads(run(cli_env, "campaign", "status", cid, "--json").stdout)
     assert status["state"] == "done" and status["counts"]["sent"] == 1
+
+
+def test_campaign_preview_shows_one_contacts_message_and_is_audited(cli_env):
+    run(cli_env, "topics", "add", "news", "--name", "Tin tức")
+    run(cli_env, "contacts", "add", "an@example.vn", "--name", "Nguyễn An", "--subscribe", "news")
+    cid = run(
+        cli_env,
+        "campaign",
+        "create",
+        "--name",
+        "n",
+        "--topic",
+        "news",
+        "--subject",
+        "Chào {{ contact.name }}",
+        "--html",
+        "body.html",
+    ).stdout.strip()
+    shown = json.loads(
+        run(cli_env, "campaign", "preview", cid, "--email", "an@example.vn", "--json").stdout
+    )
+    assert shown["subject"] == "[QC] Chào Nguyễn An"
+    assert "Xin chào Nguyễn An" in shown["text"] and shown["blocked_urls"] == []
+    assert_one_line_error(
+        run(cli_env, "campaign", "preview", cid, "--email", "x@example.vn"), "no contact"
+    )
+    import sqlite3
+
+    db = sqlite3.connect(cli_env["GATEWAY_DATABASE_URL"].removeprefix("sqlite:///"))
+    rows = db.execute("SELECT actor, action, subject FROM audit_log").fetchall()
+    assert [(a.startswith("cli:"), action) for a, action, _ in rows] == [
+        (True, "campaigns.preview")
+    ]
+    assert "an@example.vn" not in str(rows)
