@@ -47,6 +47,7 @@ class Campaigns:
         self.accepter = accepter
         self.renderer = renderer
         self._slots: dict[int, float] = {}  # next free delivery time per throttled campaign
+        self.wake = asyncio.Event()  # set when a page is enqueued: an idle worker claims it now
 
     # -- definition ------------------------------------------------------------------------
 
@@ -248,10 +249,14 @@ class Campaigns:
                     for contact_id, email in page
                 ]
                 cursor = page[-1][0]
-                # The page and the cursor move together: a crash re-enqueues nothing twice.
+                # Rendered outside the write lock (the worker's claims and records do not
+                # wait on it); the page and the cursor are written together, so a crash
+                # re-enqueues nothing twice.
+                prepared = await self.accepter.prepare(requests)
                 async with self.store.transaction():
-                    await self.accepter.send_many(requests)
+                    await self.accepter.commit(prepared)
                     await self.store.update_campaign(campaign_id, cursor=cursor)
+                self.wake.set()
                 room -= len(page)
                 if (await self.get(campaign_id))["state"] != "sending":
                     break  # paused or cancelled meanwhile

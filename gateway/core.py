@@ -148,6 +148,7 @@ class Gateway:
         transport = self.transport
         await transport.open()
         options.setdefault("render", self.preferences.render_queued)
+        options.setdefault("wake", self.campaigns.wake)
         worker = Worker(self.settings, self.store, self.signer, transport, **options)
         if until_idle:
             while True:

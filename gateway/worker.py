@@ -59,6 +59,7 @@ class Worker:
         *,
         batch_size: int | None = None,
         render: Callable[[OutboxItem], Awaitable[bytes]] | None = None,
+        wake: asyncio.Event | None = None,
         lease_seconds: float = 300.0,
         poll_seconds: float = 1.0,
     ) -> None:
@@ -69,6 +70,7 @@ class Worker:
         # Enough per batch to keep every connection busy, small enough that the
         # suppression recheck stays close to the moment of hand-over.
         self.render = render  # renders rows queued as a template (raw is None) at dispatch
+        self.wake = wake  # set by whoever enqueues in this process: no need to wait for the poll
         self.batch_size = batch_size or max(100, 50 * transport.concurrency)
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
@@ -137,10 +139,17 @@ class Worker:
         # Sleep until the next message is due, but wake for new ones regularly.
         nxt = await self.store.next_due()
         delay = self.poll_seconds if nxt is None else min(self.poll_seconds, nxt - time.time())
+        events = [stop] + ([self.wake] if self.wake is not None else [])
+        waiters = [asyncio.create_task(event.wait()) for event in events]
         try:
-            await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.05))
-        except TimeoutError:
-            pass
+            await asyncio.wait(
+                waiters, timeout=max(delay, 0.05), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self.wake is not None:
+            self.wake.clear()
 
     async def _claim(self) -> list[OutboxItem]:
         items = await self.store.claim(self.batch_size, self.lease_seconds, time.time())
