@@ -11,10 +11,8 @@ from typing import Any
 
 from databases import Database
 from databases.core import Connection as DatabasesConnection
-from sqlalchemy import select
 
 from ..errors import StoreError
-from . import schema as t
 from .migrate import current_version, migrate
 
 
@@ -156,8 +154,3 @@ class StoreBase:
     @staticmethod
     def marks(count: int) -> str:
         return ",".join("?" * count)
-
-    # -- meta ------------------------------------------------------------------------------
-
-    async def get_meta(self, key: str) -> str | None:
-        return await self.db.fetch_val(select(t.meta.c.value).where(t.meta.c.key == key))

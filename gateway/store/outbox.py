@@ -114,12 +114,6 @@ class OutboxQueries(StoreBase):
             )
         )
 
-    async def outbox_counts(self) -> dict[str, int]:
-        rows = await self.db.fetch_all(
-            select(t.outbox.c.state, func.count()).group_by(t.outbox.c.state)
-        )
-        return {r[0]: r[1] for r in rows}
-
     async def message_status(self, message_id: str) -> dict[str, Any]:
         row = await self.db.fetch_one(
             select(t.outbox.c.state, t.outbox.c.attempts, t.outbox.c.last_error).where(

@@ -14,6 +14,23 @@ from .base import StoreBase
 from .records import Contact, Standing, Suppression, Topic, _contact
 
 
+async def consent_rows(store: StoreBase, contact_id: int, topic_by: str) -> list[dict[str, Any]]:
+    rows = await store.db.fetch_all(
+        select(
+            t.consent_ledger.c.created_at,
+            t.topics.c[topic_by].label("topic"),
+            t.consent_ledger.c.action,
+            t.consent_ledger.c.source,
+            t.consent_ledger.c.policy_version,
+            t.consent_ledger.c.ip,
+        )
+        .select_from(t.consent_ledger.outerjoin(t.topics))
+        .where(t.consent_ledger.c.contact_id == contact_id)
+        .order_by(t.consent_ledger.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
 def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -301,21 +318,12 @@ class PeopleQueries(StoreBase):
         )
         return {r["topic_id"]: r["status"] for r in rows}
 
-    async def consent_history(self, contact_id: int) -> list[dict[str, Any]]:
-        rows = await self.db.fetch_all(
-            select(
-                t.consent_ledger.c.created_at,
-                t.topics.c.name.label("topic"),
-                t.consent_ledger.c.action,
-                t.consent_ledger.c.source,
-                t.consent_ledger.c.policy_version,
-                t.consent_ledger.c.ip,
-            )
-            .select_from(t.consent_ledger.outerjoin(t.topics))
-            .where(t.consent_ledger.c.contact_id == contact_id)
-            .order_by(t.consent_ledger.c.id)
-        )
-        return [dict(r._mapping) for r in rows]
+    async def consent_history(
+        self, contact_id: int, *, topic_by: str = "name"
+    ) -> list[dict[str, Any]]:
+        """The person's consent records, oldest first; topics by name (pages) or slug
+        (exports)."""
+        return await consent_rows(self, contact_id, topic_by)
 
     async def record_consent(
         self,

@@ -9,6 +9,7 @@ from sqlalchemy import or_, select
 
 from . import schema as t
 from .base import StoreBase
+from .people import consent_rows
 from .records import Contact
 
 
@@ -38,19 +39,7 @@ class PersonalData(StoreBase):
             .select_from(t.subscriptions.join(t.topics))
             .where(t.subscriptions.c.contact_id == cid)
         )
-        consent = await self.db.fetch_all(
-            select(
-                t.consent_ledger.c.created_at,
-                t.topics.c.slug.label("topic"),
-                t.consent_ledger.c.action,
-                t.consent_ledger.c.source,
-                t.consent_ledger.c.policy_version,
-                t.consent_ledger.c.ip,
-            )
-            .select_from(t.consent_ledger.outerjoin(t.topics))
-            .where(t.consent_ledger.c.contact_id == cid)
-            .order_by(t.consent_ledger.c.id)
-        )
+        consent = await consent_rows(self, cid, "slug")
         messages = await self.db.fetch_all(
             select(
                 t.message_log.c.created_at,
@@ -94,7 +83,7 @@ class PersonalData(StoreBase):
             "profile": {k: profile[k] for k in fields} if profile else {"email": email},
             "attributes": [dict(r._mapping) for r in attributes],
             "subscriptions": [dict(r._mapping) for r in subscriptions],
-            "consent": [dict(r._mapping) for r in consent],
+            "consent": consent,
             "suppressions": [dict(r._mapping) for r in suppressions],
             "messages": [dict(r._mapping) for r in messages],
         }
