@@ -16,6 +16,7 @@ from . import addresses
 from .config import SETTINGS
 from .core import Gateway
 from .errors import GatewayError, NotFound
+from .feedback import Ingested
 
 Handler = Callable[[Gateway, argparse.Namespace], Awaitable[int]]
 
@@ -283,6 +284,42 @@ async def cmd_purge(gw: Gateway, args: argparse.Namespace) -> int:
         {"erased": erased, "retention_days": days},
         f"erased {erased} contact(s) stopped more than {days} day(s) ago",
     )
+    return 0
+
+
+def _report_files(paths: list[str]) -> list[Path]:
+    """The files named, a maildir's or directory's messages in place of the directory."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            inner = [path / d for d in ("new", "cur") if (path / d).is_dir()] or [path]
+            files.extend(sorted(f for d in inner for f in d.iterdir() if f.is_file()))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise GatewayError(f"cannot read {name}: no such file or directory")
+    return files
+
+
+async def cmd_bounces_ingest(gw: Gateway, args: argparse.Namespace) -> int:
+    results: list[dict[str, Any]] = []
+    for path in _report_files(args.files):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            outcome = Ingested("unreadable", reason=exc.strerror or str(exc))
+        else:
+            outcome = await gw.ingest(data, trusted=True)
+        results.append({"file": str(path), **outcome.as_dict()})
+        if not args.json:
+            done = "; ".join(outcome.actions) or f"nothing done: {outcome.reason}"
+            print(f"{path}: {outcome.kind}: {done}")
+    acted = sum(1 for r in results if r["actions"])
+    if args.json:
+        print(json.dumps({"files": results, "acted": acted}, ensure_ascii=False))
+    else:
+        print(f"{len(results)} file(s) read, {acted} acted on", file=sys.stderr)
     return 0
 
 
@@ -794,6 +831,22 @@ def build_parser() -> Parser:
         epilog="Each one is erased exactly like `gateway contact erase`. Consent and refusal "
         "records are kept, tied to a keyed hash. Run it daily, e.g. from cron.",
     )
+    bounce = command(sub, "bounces", None, "read bounces and complaint reports", json_flag=False)  # type: ignore[arg-type]
+    bsub = bounce.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
+    p = command(
+        bsub,
+        "ingest",
+        cmd_bounces_ingest,
+        "act on bounce (DSN), complaint (ARF) and unsubscribe messages saved as files",
+        epilog="For bounces fetched from your own mailbox (one message per file; a maildir or "
+        "a directory reads every file in it). Matched by the signed return path, then by the "
+        "original Message-ID, then, for other bounce formats, by the failed address if the "
+        "gateway mailed it in the last 30 days. A permanent failure suppresses the address "
+        "(hard_bounce), a complaint stops marketing to it, a 5.7.x refusal is reported as an "
+        "alert. Unreadable files are reported and skipped. With GATEWAY_INBOUND_SMTP set, "
+        "`gateway serve` receives these by SMTP instead.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="message files or directories")
     camp = command(sub, "campaign", None, "create, send and watch campaigns", json_flag=False)  # type: ignore[arg-type]
     msub = camp.add_subparsers(dest="subcommand", metavar="ACTION", parser_class=Parser)
     p = command(

@@ -95,6 +95,12 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "host:port where bounces, complaints and mailto refusals are received (off when unset)",
     ),
+    Setting(
+        "GATEWAY_BOUNCE_ADDRESS",
+        "",
+        "envelope sender; each message gets its own signed return path, local+TOKEN@domain,"
+        " so bounces find it (default: bounces@ the From domain)",
+    ),
     Setting("GATEWAY_DKIM_DOMAIN", "", "DKIM signing domain"),
     Setting("GATEWAY_DKIM_SELECTOR", "", "DKIM selector"),
     Setting("GATEWAY_DKIM_KEY_FILE", "", "DKIM private key (PEM)"),
@@ -104,6 +110,17 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds between delivery attempts after a temporary failure",
     ),
     Setting("GATEWAY_RETRY_MAX_AGE", "3d", "give up on a message this long after it was accepted"),
+    Setting(
+        "GATEWAY_SOFT_BOUNCE_LIMIT",
+        "3",
+        "messages to one address that give up on temporary failures within 30 days before it is"
+        " suppressed (soft_bounce); 0 never suppresses",
+    ),
+    Setting(
+        "GATEWAY_LEASE_SECONDS",
+        "300",
+        "how long a worker holds the messages it claimed; a crashed worker's return after it",
+    ),
     Setting(
         "GATEWAY_MARKETING_DAILY_CAP", "3", "marketing messages to one address in any 24 hours"
     ),
@@ -148,6 +165,9 @@ class Settings:
     dkim_key_file: str = ""
     retry_schedule: tuple[float, ...] = (60, 300, 1800, 7200)
     retry_max_age: float = 3 * 86400
+    soft_bounce_limit: int = 3
+    lease_seconds: float = 300.0
+    bounce_address: str = ""
     marketing_daily_cap: int = 3
     ad_label: str = "[QC]"
     default_language: str = "vi"
@@ -202,6 +222,25 @@ class Settings:
         schedule = number("GATEWAY_RETRY_SCHEDULE", lambda v: tuple(_duration(x) for x in _csv(v)))
         max_age = number("GATEWAY_RETRY_MAX_AGE", _duration)
         cap = number("GATEWAY_MARKETING_DAILY_CAP", int)
+        soft_limit = number("GATEWAY_SOFT_BOUNCE_LIMIT", int)
+        lease = number("GATEWAY_LEASE_SECONDS", _duration)
+        if lease < 1:
+            raise ConfigError("GATEWAY_LEASE_SECONDS must be at least 1")
+        dkim = {
+            k: get(k)
+            for k in ("GATEWAY_DKIM_DOMAIN", "GATEWAY_DKIM_SELECTOR", "GATEWAY_DKIM_KEY_FILE")
+        }
+        if any(dkim.values()) and not all(dkim.values()):
+            missing = ", ".join(k for k, v in dkim.items() if not v)
+            raise ConfigError(f"DKIM is half configured: set {missing} too (or none of the three)")
+        bounce_address = (
+            get("GATEWAY_BOUNCE_ADDRESS") or f"bounces@{address.rpartition('@')[2].lower()}"
+        )
+        if bounce_address.count("@") != 1 or "+" in bounce_address.partition("@")[0]:
+            raise ConfigError(
+                f"GATEWAY_BOUNCE_ADDRESS={bounce_address!r} must be one address without '+'"
+                " (the gateway adds +TOKEN per message)"
+            )
         retention = number("GATEWAY_RETENTION_DAYS", int)
         language = get("GATEWAY_DEFAULT_LANGUAGE")
         if language not in ("vi", "en"):
@@ -230,6 +269,9 @@ class Settings:
             retry_schedule=schedule or (60.0,),
             retry_max_age=max_age,
             marketing_daily_cap=cap,
+            soft_bounce_limit=soft_limit,
+            lease_seconds=lease,
+            bounce_address=bounce_address.lower(),
             ad_label=env.get("GATEWAY_AD_LABEL", "[QC]").strip(),
             default_language=language,
             policy_version=get("GATEWAY_POLICY_VERSION"),

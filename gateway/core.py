@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +18,7 @@ from .accept import Accepter, SendRequest, SendResult
 from .campaigns import Campaigns
 from .config import Settings
 from .errors import InvalidInput, InvalidMessage, NotFound, StoreError
+from .feedback import Feedback, Ingested
 from .policies import Policies, PublishReport
 from .preferences import PreferenceCenter
 from .render import Renderer
@@ -24,6 +27,8 @@ from .store import Contact, Store, Topic
 from .tokens import Signer
 from .transport import Transport, transport_from_url
 from .worker import Worker, WorkerStats
+
+log = logging.getLogger("gateway")
 
 LANGUAGES = ("vi", "en")
 SUPPRESSION_SCOPES = ("all", "marketing")
@@ -65,6 +70,8 @@ class Gateway:
         self.campaigns = Campaigns(settings, self.store, self.accepter, self.renderer)
         self.policies = Policies(settings, self.store, self.signer, self.accepter)
         self.signups = Signups(settings, self.store, self.signer, self.accepter)
+        self.feedback = Feedback(settings, self.store, self.signer, self.preferences)
+        self._dkim: Callable[[bytes], bytes] | None = None
         self._transport = transport
         self.concurrency = concurrency
         self.migrated: tuple[int | None, int] | None = None
@@ -149,6 +156,8 @@ class Gateway:
         await transport.open()
         options.setdefault("render", self.preferences.render_queued)
         options.setdefault("wake", self.campaigns.wake)
+        options.setdefault("feedback", self.feedback)
+        options.setdefault("sign", self.dkim_signer())
         worker = Worker(self.settings, self.store, self.signer, transport, **options)
         if until_idle:
             while True:
@@ -167,6 +176,50 @@ class Gateway:
 
     async def message_status(self, message_id: str) -> dict[str, Any]:
         return await self.store.message_status(message_id)
+
+    def dkim_signer(self) -> Callable[[bytes], bytes] | None:
+        """The DKIM signing function when GATEWAY_DKIM_* is set (the key is read once)."""
+        s = self.settings
+        if self._dkim is None and s.dkim_domain:
+            from .dkim import DKIMSigner
+
+            self._dkim = DKIMSigner.from_file(s.dkim_domain, s.dkim_selector, s.dkim_key_file).sign
+        return self._dkim
+
+    # -- what comes back: bounces, complaints, refusals by email ------------------------------
+
+    async def ingest(
+        self, data: bytes, *, rcpt_tos: Sequence[str] = (), trusted: bool = False
+    ) -> Ingested:
+        """Act on one bounce, complaint report or refusal email (see gateway.feedback)."""
+        return await self.feedback.ingest(data, rcpt_tos=rcpt_tos, trusted=trusted)
+
+    @contextlib.asynccontextmanager
+    async def listening(self) -> AsyncIterator[str | None]:
+        """Receive bounces, complaints and refusal emails by SMTP on GATEWAY_INBOUND_SMTP
+        while inside (yields "host:port", or None when the setting is unset)."""
+        if not self.settings.inbound_smtp:
+            yield None
+            return
+        from .inbound import InboundServer, parse_hostport
+
+        host, port = parse_hostport(self.settings.inbound_smtp)
+
+        async def handle(mail_from: str, rcpt_tos: list[str], data: bytes) -> str | None:
+            # Untrusted: only reports tied to our own messages are acted on (BN-5).
+            result = await self.ingest(data, rcpt_tos=rcpt_tos)
+            for action in result.actions:
+                log.info("inbound %s: %s", result.kind, action)
+            if not result.actions:
+                log.info("inbound %s: nothing done: %s", result.kind, result.reason)
+            return None
+
+        async with InboundServer(host, port, handle, accept_rcpt=self.feedback.accepts) as srv:
+            yield f"{host}:{srv.port}"
+
+    async def alerts(self, since: float) -> int:
+        """Sender-side refusals (BN-2) recorded since `since`."""
+        return await self.store.count_alerts(since)
 
     # -- privacy policy versions (promise 10, PD-5) ---------------------------------------
 

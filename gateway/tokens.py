@@ -57,6 +57,9 @@ class Signer:
             purpose: URLSafeTimedSerializer(list(reversed(self.keys)), salt=f"gateway.{purpose}")
             for purpose in MAX_AGE
         }
+        self._verp_keys = [
+            hashlib.sha256(b"gateway.verp:" + k.encode()).digest() for k in self.keys
+        ]
         self._hash_keys = [
             hashlib.sha256(b"gateway.address:" + k.encode()).digest() for k in self.keys
         ]
@@ -82,3 +85,38 @@ class Signer:
 
     def address_hash(self, email: str) -> str:
         return self.address_hashes(email)[0]
+
+    # -- VERP: one return path per message (BN-5) --------------------------------------------
+    # `bounces+m1a2b-5f3c…@domain`: the outbox id in base 36 and 16 hex digits of an HMAC.
+    # Lowercase only, as some servers lowercase the local part; short enough for any bounce.
+
+    def verp_token(self, outbox_id: int) -> str:
+        ident = _base36(outbox_id)
+        return f"m{ident}-{self._verp_mac(self._verp_keys[0], ident)}"
+
+    def verp_id(self, token: str) -> int | None:
+        """The outbox id a return-path token names, or None when it is not one of ours."""
+        head, sep, mac = token.lower().partition("-")
+        if not sep or not head.startswith("m") or len(mac) != 16:
+            return None
+        ident = head[1:]
+        if not any(hmac.compare_digest(mac, self._verp_mac(k, ident)) for k in self._verp_keys):
+            return None
+        try:
+            return int(ident, 36)
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _verp_mac(key: bytes, ident: str) -> str:
+        return hmac.new(key, ident.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out

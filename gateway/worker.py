@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import Settings
+from .feedback import Event, Feedback, classify_reply
 from .policy import decide
 from .store import OutboxItem, Store
 from .tokens import Signer
@@ -39,6 +40,8 @@ class WorkerStats:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    bounced: int = 0
+    alerts: int = 0
     suppressed: int = 0
     deferred: int = 0
 
@@ -60,7 +63,9 @@ class Worker:
         batch_size: int | None = None,
         render: Callable[[OutboxItem], Awaitable[bytes]] | None = None,
         wake: asyncio.Event | None = None,
-        lease_seconds: float = 300.0,
+        feedback: Feedback | None = None,
+        sign: Callable[[bytes], bytes] | None = None,
+        lease_seconds: float | None = None,
         poll_seconds: float = 1.0,
     ) -> None:
         self.settings = settings
@@ -71,8 +76,11 @@ class Worker:
         # suppression recheck stays close to the moment of hand-over.
         self.render = render  # renders rows queued as a template (raw is None) at dispatch
         self.wake = wake  # set by whoever enqueues in this process: no need to wait for the poll
+        # Bounces find their message by its own return path (VERP); replies become events.
+        self.feedback = feedback
+        self.sign = sign  # DKIM: signs the exact bytes handed over, last of all (LU-5)
         self.batch_size = batch_size or max(100, 50 * transport.concurrency)
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = lease_seconds or settings.lease_seconds
         self.poll_seconds = poll_seconds
         self.stats = WorkerStats()
 
@@ -108,7 +116,10 @@ class Worker:
                         if not stop.is_set():
                             claiming = asyncio.create_task(self._claim())
                         outcomes = await self.transport.deliver(
-                            [Envelope(i.sender, i.email, i.raw or b"") for i in batch.deliver]
+                            [
+                                Envelope(self._sender(i), i.email, i.raw or b"")
+                                for i in batch.deliver
+                            ]
                         )
                         if recording is not None:
                             await recording
@@ -199,8 +210,19 @@ class Worker:
                     )
                     continue
                 times.append(now)  # counts for the rest of this batch
+            if self.sign is not None:
+                try:
+                    item = replace(item, raw=self.sign(item.raw or b""))
+                except Exception as exc:
+                    log.exception("a message could not be DKIM-signed")
+                    batch.failed.append((item.id, f"could not be signed: {exc}"))
+                    batch.logs.append(self._log(item, "failed", f"could not be signed: {exc}", now))
+                    continue
             batch.deliver.append(item)
         return batch
+
+    def _sender(self, item: OutboxItem) -> str:
+        return self.feedback.return_path(item.id) if self.feedback is not None else item.sender
 
     async def _record(self, batch: Batch, outcomes: list[Outcome]) -> None:
         suppressed, logs = batch.suppressed, batch.logs
@@ -209,27 +231,57 @@ class Worker:
         sent: list[int] = []
         retry: list[tuple[int, float, str]] = list(batch.deferred)
         failed: list[tuple[int, str]] = list(batch.failed)
+        bounced: list[tuple[int, str]] = []
+        events: list[Event] = []
+        alerts = 0
         for item, outcome in zip(deliver, outcomes, strict=True):
             if outcome.ok:
                 sent.append(item.id)
                 logs.append(self._log(item, "sent", None, now))
                 continue
             reason = _describe(outcome)
-            when = self._next_attempt(item, now)
-            if outcome.permanent or when is None:
-                if not outcome.permanent:
-                    reason = f"gave up after {item.attempts} attempts: {reason}"
-                failed.append((item.id, reason))
-                logs.append(self._log(item, "failed", reason, now))
+            if outcome.permanent and outcome.code is not None:
+                kind, status = classify_reply(outcome.code, outcome.message)
+                event = Event(item.email, kind, "smtp", status, reason, item.message_id)
+                events.append(event)
+                if kind == "hard":  # BN-1: the address is suppressed with the outcome
+                    bounced.append((item.id, reason))
+                    logs.append(self._log(item, "bounced", reason, now))
+                    continue
+                if kind == "policy":  # BN-2: alert, do not suppress
+                    alerts += 1
+                    reason = f"{reason} (sender-side refusal: check authentication and reputation)"
+            elif outcome.permanent:  # refused before any reply (an unusable address)
+                pass
             else:
-                retry.append((item.id, when, reason))
-        await self.store.finish(
-            sent=sent, retry=retry, failed=failed, suppressed=suppressed, logs=logs, now=now
-        )
+                when = self._next_attempt(item, now)
+                if when is not None:
+                    retry.append((item.id, when, reason))
+                    continue
+                # BN-3: gave up on temporary failures; repeated, they suppress.
+                reason = f"gave up after {item.attempts} attempts: {reason}"
+                events.append(Event(item.email, "soft", "smtp", None, reason, item.message_id))
+            failed.append((item.id, reason))
+            logs.append(self._log(item, "failed", reason, now))
+        async with self.store.transaction():
+            await self.store.finish(
+                sent=sent,
+                retry=retry,
+                failed=failed,
+                bounced=bounced,
+                suppressed=suppressed,
+                logs=logs,
+                now=now,
+            )
+            if events and self.feedback is not None:
+                for action in await self.feedback.apply(events, now):
+                    log.info("%s", action)
         self.stats.sent += len(sent)
         self.stats.retried += len(retry) - len(batch.deferred)
         self.stats.deferred += len(batch.deferred)
         self.stats.failed += len(failed)
+        self.stats.bounced += len(bounced)
+        self.stats.alerts += alerts
         self.stats.suppressed += len(suppressed)
 
     def _next_attempt(self, item: OutboxItem, now: float) -> float | None:

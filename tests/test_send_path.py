@@ -316,7 +316,9 @@ async def test_a_crashed_workers_lease_runs_out_and_another_worker_delivers(
     assert (await gw.message_status(result.message_id))["attempts"] == 2
 
 
-async def test_temporary_failure_is_retried_later_and_permanent_failure_fails(env: dict[str, str]):
+async def test_temporary_failure_is_retried_later_and_permanent_failure_bounces(env: dict[str, str]):
+    """BN-1: a 5xx for a recipient fails the message at once and suppresses the address;
+    BN-3: a 4xx is retried on the schedule."""
     def reject(rcpt: str):
         return {
             "later@example.vn": (451, "4.3.0 try again"),
@@ -331,7 +333,7 @@ async def test_temporary_failure_is_retried_later_and_permanent_failure_fails(en
             ok = await gw.send("ok@example.vn", "Hi", text="x")
             before = time.time()
             stats = await gw.deliver(until_idle=True)
-            assert (stats.sent, stats.retried, stats.failed) == (1, 1, 1)
+            assert (stats.sent, stats.retried, stats.bounced, stats.failed) == (1, 1, 1, 0)
             status = await gw.message_status(later.message_id)
             assert status["state"] == "queued" and "451" in status["last_error"]
             row = await gw.store.db.fetch_one(
@@ -339,8 +341,12 @@ async def test_temporary_failure_is_retried_later_and_permanent_failure_fails(en
             )
             assert row["next_attempt_at"] >= before + 60 * 0.9  # first step of the retry schedule
             failed = await gw.message_status(gone.message_id)
-            assert failed["state"] == "failed" and "550" in failed["last_error"]
+            assert failed["state"] == "bounced" and "550" in failed["last_error"]
             assert (await gw.message_status(ok.message_id))["state"] == "sent"
+            listed = {s["email"]: s["reason"] for s in await gw.suppressions()}
+            assert listed == {"gone@example.vn": "hard_bounce"}
+            again = await gw.send("gone@example.vn", "Hi again", text="x")
+            assert again.status == "suppressed"
     assert [m.rcpt_tos for m in smtp.messages] == [["ok@example.vn"]]
 
 

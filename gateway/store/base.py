@@ -9,19 +9,38 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from databases import Database
+from databases import Database, DatabaseURL
 from databases.core import Connection as DatabasesConnection
 
 from ..errors import StoreError
 from .migrate import current_version, migrate
 
 
+def normalize_url(url: str) -> str:
+    """`postgresql+asyncpg://` (SQLAlchemy's spelling) and `postgres://` mean what
+    `databases` calls `postgresql://`: asyncpg."""
+    for prefix in ("postgresql+asyncpg://", "postgres://", "postgres+asyncpg://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
+# asyncpg's pool on PostgreSQL: one connection at start, more on demand up to max_size.
+POOL = {"min_size": 1, "max_size": 20}
+
+
 class StoreBase:
     def __init__(self, url: str) -> None:
+        url = normalize_url(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         # On SQLite a busy writer makes the others wait (up to 30 s) instead of failing at once.
+        # On PostgreSQL each task holds a pooled connection while it works; open one at start
+        # and more on demand (`?min_size=&max_size=` in the URL override these).
         options: dict[str, Any] = {"timeout": 30} if self.is_sqlite else {}
+        if not self.is_sqlite:
+            given = DatabaseURL(url).options
+            options.update({k: v for k, v in POOL.items() if k not in given})
         self.db = Database(url, **options)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -109,6 +128,14 @@ class StoreBase:
             finally:
                 self._writer = None
 
+    async def serialize(self, key: str) -> None:
+        """Make transactions about one key (an address, say) take turns until this one ends:
+        check-then-write stays correct with several processes. On SQLite writers already
+        take turns (BEGIN IMMEDIATE); on PostgreSQL a transaction-scoped advisory lock.
+        Call inside a transaction."""
+        if not self.is_sqlite:
+            await self.run("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
     # -- the fast path: plain SQL with ? placeholders ------------------------------------------
     # The hot statements (accept, claim, recheck, finish) skip SQLAlchemy's per-call compile
     # and `databases`' per-row execute_many: on SQLite they go straight to the shared
@@ -126,10 +153,22 @@ class StoreBase:
         named = "".join(f"{part}:p{i}" for i, part in enumerate(parts[:-1])) + parts[-1]
         return named, {f"p{i}": value for i, value in enumerate(params)}
 
+    @staticmethod
+    def _numbered(sql: str) -> str:
+        """`?` placeholders as PostgreSQL's `$1, $2, …` (asyncpg's own)."""
+        parts = sql.split("?")
+        return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
+
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         raw = self._raw()
         if raw is not None:
             return list(await raw.execute_fetchall(sql, params))
+        if not self.is_sqlite:
+            # asyncpg directly, on the task's `databases` connection (the one its
+            # transaction, if any, is on): no SQLAlchemy compile, prepared and cached.
+            async with self.db.connection() as connection:
+                found = await connection.raw_connection.fetch(self._numbered(sql), *params)
+            return [tuple(r) for r in found]
         named, values = self._named(sql, params)
         return [tuple(r._mapping.values()) for r in await self.db.fetch_all(named, values)]
 
@@ -137,6 +176,10 @@ class StoreBase:
         raw = self._raw()
         if raw is not None:
             await raw.execute(sql, params)
+            return
+        if not self.is_sqlite:
+            async with self.db.connection() as connection:
+                await connection.raw_connection.execute(self._numbered(sql), *params)
             return
         named, values = self._named(sql, params)
         await self.db.execute(named, values)
@@ -147,6 +190,11 @@ class StoreBase:
         raw = self._raw()
         if raw is not None:
             await raw.executemany(sql, params)
+            return
+        if not self.is_sqlite:
+            # one prepared statement, the rows pipelined
+            async with self.db.connection() as connection:
+                await connection.raw_connection.executemany(self._numbered(sql), params)
             return
         for row in params:
             await self.run(sql, row)

@@ -19,6 +19,8 @@ STEPS: list[tuple[int, list[str]]] = [
             "ALTER TABLE outbox ADD COLUMN context TEXT",
         ],
     ),
+    # 3: the bounces table (new tables are created above, from their declaration)
+    (3, []),
 ]
 
 

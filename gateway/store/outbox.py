@@ -56,6 +56,8 @@ class OutboxQueries(StoreBase):
     async def claim(self, limit: int, lease_seconds: float, now: float) -> list[OutboxItem]:
         """Lease up to `limit` due messages: queued and due, or leased by a worker whose
         lease ran out (it crashed). One statement, so two workers never claim one row."""
+        if not self.is_sqlite:
+            return await self._claim_locked(limit, lease_seconds, now)
         async with self.transaction():
             rows = await self.rows(
                 "UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1,"
@@ -71,18 +73,40 @@ class OutboxQueries(StoreBase):
         items.sort(key=lambda item: item.id)
         return items
 
+    async def _claim_locked(self, limit: int, lease_seconds: float, now: float) -> list[OutboxItem]:
+        """PostgreSQL, where workers on several machines claim at once: each locks the rows
+        it picks and skips rows another has locked (FOR UPDATE SKIP LOCKED), so no row is
+        claimed twice and nobody waits. Two index range scans on (state, next_attempt_at):
+        leases that ran out first, then the queued rows that are due, oldest first."""
+        rows = await self.rows(
+            "WITH expired AS (SELECT id FROM outbox WHERE state = 'sending' AND lease_until < ?"
+            " ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED),"
+            " due AS (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED)"
+            " UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1,"
+            " updated_at = ? WHERE id IN (SELECT id FROM (SELECT id FROM expired UNION ALL"
+            " SELECT id FROM due) AS picked LIMIT ?)"
+            " RETURNING id, message_id, email, contact_id, category, topic_id, sender, raw,"
+            " attempts, created_at, campaign_id, template, context",
+            (now, limit, now, limit, now + lease_seconds, now, limit),
+        )
+        items = [OutboxItem(*row) for row in rows]
+        items.sort(key=lambda item: item.id)
+        return items
+
     async def finish(
         self,
         *,
         sent: Iterable[int] = (),
         retry: Iterable[tuple[int, float, str]] = (),
         failed: Iterable[tuple[int, str]] = (),
+        bounced: Iterable[tuple[int, str]] = (),
         suppressed: Iterable[tuple[int, str]] = (),
         logs: Sequence[Mapping[str, Any]] = (),
         now: float,
     ) -> None:
-        """Record the outcome of a batch in one transaction. Sent, failed and suppressed
-        messages drop their body: the log keeps what happened, not the content."""
+        """Record the outcome of a batch in one transaction (or in the caller's). Sent,
+        failed, bounced and suppressed messages drop their body: the log keeps what happened, not the content."""
         sent = list(sent)
         async with self.transaction():
             for start in range(0, len(sent), 500):
@@ -96,6 +120,7 @@ class OutboxQueries(StoreBase):
                 "UPDATE outbox SET state = ?, raw = NULL, lease_until = NULL, last_error = ?,"
                 " updated_at = ? WHERE id = ?",
                 [("failed", reason, now, i) for i, reason in failed]
+                + [("bounced", reason, now, i) for i, reason in bounced]
                 + [("suppressed", reason, now, i) for i, reason in suppressed],
             )
             await self.run_many(

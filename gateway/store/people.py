@@ -205,10 +205,11 @@ class PeopleQueries(StoreBase):
     ) -> bool:
         """Returns False when the same suppression already stands (one statement: a
         one-click refusal is on the hot path). Call inside a transaction."""
+        await self.serialize(f"suppression:{email_hash}")  # two at once: one is added
         rows = await self.rows(
             "INSERT INTO suppressions (email, email_hash, scope, topic_id, reason, source,"
             " created_at) SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM suppressions"
-            " WHERE email_hash = ? AND scope = ? AND (topic_id = ? OR (topic_id IS NULL AND ? IS NULL)))"
+            " WHERE email_hash = ? AND scope = ? AND (topic_id = ? OR (topic_id IS NULL AND CAST(? AS INTEGER) IS NULL)))"
             " RETURNING id",
             (
                 email,

@@ -67,6 +67,17 @@ class PersonalData(StoreBase):
             .where(t.suppressions.c.email == email)
             .order_by(t.suppressions.c.id)
         )
+        bounces = await self.db.fetch_all(
+            select(
+                t.bounces.c.created_at,
+                t.bounces.c.kind,
+                t.bounces.c.status,
+                t.bounces.c.detail,
+                t.bounces.c.source,
+            )
+            .where(t.bounces.c.email == email)
+            .order_by(t.bounces.c.id)
+        )
         fields = (
             "email",
             "name",
@@ -86,6 +97,7 @@ class PersonalData(StoreBase):
             "consent": consent,
             "suppressions": [dict(r._mapping) for r in suppressions],
             "messages": [dict(r._mapping) for r in messages],
+            "bounces": [dict(r._mapping) for r in bounces],
         }
 
     async def erase(
@@ -134,6 +146,7 @@ class PersonalData(StoreBase):
                 created_at=now,
             )
         )
+        await self.db.execute(t.bounces.delete().where(t.bounces.c.email == email))
         await self.db.execute(t.contacts.delete().where(t.contacts.c.id == cid))
 
     async def stopped_before(self, cutoff: float, limit: int = 500) -> list[Contact]:

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 
 # Bumped with every change to the tables; `gateway init` brings an older database up to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -237,4 +237,22 @@ policy_notices = Table(
     Column("status", String(16), nullable=False),  # queued | suppressed
     Column("created_at", Float, nullable=False),
     UniqueConstraint("policy_id", "subject"),
+)
+
+# What receiving servers said about our mail: SMTP replies to the worker, DSNs, complaint
+# reports (BN-1..BN-4). Soft bounces are counted per address from here (BN-3); sender-side
+# problems (5.7.x) are kept as alerts. Erasure deletes a person's rows.
+bounces = Table(
+    "bounces",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320)),
+    Column("message_id", String(255)),
+    Column("kind", String(16), nullable=False),  # hard | soft | policy | complaint
+    Column("status", String(16)),  # RFC 3463 enhanced status, e.g. 5.1.1
+    Column("detail", Text),  # the server's reply or the report's diagnostic, one line
+    Column("source", String(16), nullable=False),  # smtp | dsn | arf | detected
+    Column("created_at", Float, nullable=False),
+    Index("ix_bounces_email", "email", "kind", "created_at"),
+    Index("ix_bounces_kind", "kind", "created_at"),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .admin import AdminQueries
 from .campaigns import CampaignQueries
+from .feedback import FeedbackQueries
 from .outbox import OutboxQueries
 from .people import PeopleQueries
 from .personal import PersonalData
@@ -19,5 +20,6 @@ class Store(
     AdminQueries,
     PolicyQueries,
     SignupQueries,
+    FeedbackQueries,
 ):
     """One object over one database; its queries are grouped by what they are about."""

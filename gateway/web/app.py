@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -59,7 +60,16 @@ class SecurityHeaders:
 async def healthz(request: Request) -> JSONResponse:
     gw: Gateway = request.app.state.gateway
     version = await gw.store.schema_version()
-    return JSONResponse({"status": "ok", "schema_version": version})
+    # BN-2: refusals for sender-side reasons (5.7.x) need someone to look; show them here.
+    alerts = await gw.alerts(time.time() - 86400)
+    return JSONResponse(
+        {
+            "status": "ok" if not alerts else "alert",
+            "schema_version": version,
+            "alerts_24h": alerts,
+            "inbound_smtp": getattr(request.app.state, "inbound", None),
+        }
+    )
 
 
 async def invalid_token(request: Request, exc: Exception) -> Response:
@@ -113,7 +123,11 @@ def create_app(
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.deliver(stop=stop)) if worker else None
         try:
-            yield
+            async with gateway.listening() as inbound:
+                app.state.inbound = inbound
+                if inbound:
+                    log.warning("receiving bounces and refusals by SMTP on %s", inbound)
+                yield
         finally:
             stop.set()
             if task is not None:
