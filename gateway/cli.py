@@ -324,8 +324,13 @@ async def cmd_bounces_ingest(gw: Gateway, args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(gw: Gateway, args: argparse.Namespace) -> int:
-    # Only a check that the gateway opens (a bad database is one line, not a traceback);
-    # `serve()` below runs the server on its own event loop.
+    # Only a check that the gateway opens and its settings hold (a bad database, DKIM key or
+    # inbound address is one line, not a traceback); `serve()` runs the server on its own loop.
+    gw.dkim_signer()
+    if gw.settings.inbound_smtp:
+        from .inbound import parse_hostport
+
+        parse_hostport(gw.settings.inbound_smtp)
     return 0
 
 
