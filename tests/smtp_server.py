@@ -6,18 +6,49 @@ async with RecordingSMTPServer(reject=lambda rcpt: (550, "5.1.1 no") if ... else
     await srv.wait_for(3)
     assert srv.messages[0].data == expected_bytes
     assert srv.connections == 1
+
+Fault injection, deterministic for a given ``seed``: each DATA transfer's fate is drawn from
+the seed, its (first) recipient and how many DATA transfers that recipient had before, so it
+depends neither on the order in which concurrent connections arrive nor on Message-IDs:
+
+async with RecordingSMTPServer(fail_rate=0.1, drop_data_rate=0.01, slow=0.05, seed=7) as srv:
+    ...
+    assert srv.faults["fail"] > 0 and srv.faults["drop_data"] > 0
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
+import re
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-__all__ = ["Received", "RecordingSMTPServer"]
+__all__ = ["FAULT_KINDS", "Received", "RecordingSMTPServer", "message_id_of"]
+
+# Keys of RecordingSMTPServer.faults (always all present, starting at 0):
+#   reject     RCPT refused by reject(rcpt)
+#   drop       connection aborted at RCPT by drop(rcpt)
+#   fail       DATA answered with FAIL_REPLY (fail_rate)
+#   drop_data  connection aborted after the data arrived, before any reply (drop_data_rate)
+#   slow       DATA replies delayed by `slow`
+#   abandoned  the client went away while a slow reply was pending (nothing recorded)
+FAULT_KINDS = ("reject", "drop", "fail", "drop_data", "slow", "abandoned")
+FAIL_REPLY = "451 4.3.0 try again"
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+
+
+def message_id_of(data: bytes) -> str | None:
+    """The Message-ID header of raw message bytes (None when it has none)."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    found = _MESSAGE_ID.search(head)
+    return found.group(1).decode("ascii", "replace") if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +58,10 @@ class Received:
     data: bytes  # exactly as received (dot-unstuffed), CRLF line ends
     mail_options: list[str] = field(default_factory=list)
     peer: object = None
+
+    @property
+    def message_id(self) -> str | None:
+        return message_id_of(self.data)
 
 
 class _Handler:
@@ -39,25 +74,48 @@ class _Handler:
         srv = self._srv
         if srv.drop is not None and srv.drop(address):
             # Vanish without a reply; connection_lost() then cancels this coroutine.
+            srv.faults["drop"] += 1
             server.transport.abort()
             await asyncio.sleep(3600)
         if srv.reject is not None:
             verdict = srv.reject(address)
             if verdict is not None:
                 code, text = verdict
+                srv.faults["reject"] += 1
                 return f"{code} {text}"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         srv = self._srv
+        data = envelope.original_content or b""
+        fate, delay, key = srv._fate(data, envelope.rcpt_tos)
+        if fate == "drop_data":
+            # The data has arrived; vanish before answering. Not recorded: the client cannot
+            # know whether the message was taken, so it must try again.
+            srv.faults["drop_data"] += 1
+            srv.dropped[key] += 1
+            server.transport.abort()
+            await asyncio.sleep(3600)  # connection_lost() cancels this coroutine
+        if delay > 0:
+            srv.faults["slow"] += 1
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                srv.faults["abandoned"] += 1  # client timed out or closed: nothing recorded
+                srv.abandoned[key] += 1
+                raise
+        if fate == "fail":
+            srv.faults["fail"] += 1
+            srv.failed[key] += 1
+            return FAIL_REPLY
         srv.received += 1
         if not srv.discard:
             srv.messages.append(
                 Received(
                     mail_from=envelope.mail_from,
                     rcpt_tos=list(envelope.rcpt_tos),
-                    data=envelope.original_content,
+                    data=data,
                     mail_options=list(envelope.mail_options),
                     peer=session.peer,
                 )
@@ -106,6 +164,15 @@ class RecordingSMTPServer:
     discard=True counts messages (``.received``) without keeping them (benchmarks).
     credentials={"user": "pass"} offers AUTH PLAIN/LOGIN (also without TLS); see .logins.
     starttls=SSLContext offers STARTTLS; tls=SSLContext makes the listener implicit TLS.
+
+    Faults at DATA (counted in ``.faults``, see FAULT_KINDS; ``seed`` makes them repeatable):
+    fail_rate       fraction of DATA transfers answered ``451 4.3.0 try again`` (not recorded)
+    drop_data_rate  fraction of DATA transfers after which the server aborts the TCP
+                    connection instead of replying (not recorded)
+    slow            seconds to wait before each DATA reply, or slow(rcpt) -> seconds for the
+                    first recipient; a client that gives up meanwhile gets nothing recorded
+    Only a DATA transfer answered 250 is recorded (``.messages``, ``.received``). Per
+    Message-ID: ``.attempts`` (DATA transfers), ``.failed``, ``.dropped``, ``.abandoned``.
     """
 
     def __init__(
@@ -120,7 +187,15 @@ class RecordingSMTPServer:
         require_starttls: bool = False,
         tls: ssl.SSLContext | None = None,
         line_length_limit: int = 1 << 20,
+        fail_rate: float = 0.0,
+        drop_data_rate: float = 0.0,
+        slow: float | Callable[[str], float] = 0.0,
+        seed: int | str = 0,
     ) -> None:
+        if not (0 <= fail_rate <= 1 and 0 <= drop_data_rate <= 1):
+            raise ValueError("fail_rate and drop_data_rate are fractions between 0 and 1")
+        if fail_rate + drop_data_rate > 1:
+            raise ValueError("fail_rate + drop_data_rate must not exceed 1")
         self.reject = reject
         self.drop = drop
         self.discard = discard
@@ -131,6 +206,16 @@ class RecordingSMTPServer:
         self.received = 0  # messages accepted, also counted when discard=True
         self.connections = 0  # TCP connections accepted
         self.logins: list[str] = []  # user names that authenticated
+        self.fail_rate = fail_rate
+        self.drop_data_rate = drop_data_rate
+        self.slow = slow
+        self.seed = seed
+        self.faults: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
+        self.attempts: Counter[str] = Counter()  # DATA transfers seen, per Message-ID
+        self.dropped: Counter[str] = Counter()  # drop_data faults, per Message-ID
+        self.failed: Counter[str] = Counter()  # fail (451) faults, per Message-ID
+        self.abandoned: Counter[str] = Counter()  # slow replies the client left, per Message-ID
+        self._draws: Counter[str] = Counter()  # DATA transfers per first recipient
         self._starttls = starttls
         self._require_starttls = require_starttls
         self._tls = tls
@@ -139,6 +224,24 @@ class RecordingSMTPServer:
         self._server: asyncio.Server | None = None
         self._live: set[_SMTP] = set()
         self._arrived = asyncio.Event()
+
+    def _fate(self, data: bytes, rcpt_tos: list[str]) -> tuple[str, float, str]:
+        """What happens to this DATA transfer: ("ok" | "fail" | "drop_data", delay, key).
+        The key is the Message-ID (or a digest of the bytes when there is none)."""
+        key = message_id_of(data) or hashlib.sha256(data).hexdigest()
+        self.attempts[key] += 1
+        rcpt = rcpt_tos[0] if rcpt_tos else ""
+        self._draws[rcpt] += 1
+        fate = "ok"
+        if self.fail_rate or self.drop_data_rate:
+            draw = random.Random(f"{self.seed}|{rcpt}|{self._draws[rcpt]}").random()
+            if draw < self.drop_data_rate:
+                fate = "drop_data"
+            elif draw < self.drop_data_rate + self.fail_rate:
+                fate = "fail"
+        slow = self.slow
+        delay = float(slow(rcpt) if callable(slow) else slow)
+        return fate, delay, key
 
     @property
     def url(self) -> str:

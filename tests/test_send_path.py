@@ -316,9 +316,12 @@ async def test_a_crashed_workers_lease_runs_out_and_another_worker_delivers(
     assert (await gw.message_status(result.message_id))["attempts"] == 2
 
 
-async def test_temporary_failure_is_retried_later_and_permanent_failure_bounces(env: dict[str, str]):
+async def test_temporary_failure_is_retried_later_and_permanent_failure_bounces(
+    env: dict[str, str],
+):
     """BN-1: a 5xx for a recipient fails the message at once and suppresses the address;
     BN-3: a 4xx is retried on the schedule."""
+
     def reject(rcpt: str):
         return {
             "later@example.vn": (451, "4.3.0 try again"),
