@@ -159,6 +159,14 @@ async def test_bn3_a_delay_notice_counts_and_only_repeats_suppress(igw: Gateway,
         assert await suppressed(igw) == expected
 
 
+async def test_bn3_repeated_delay_notices_about_one_message_count_once(igw: Gateway, smtp):
+    _, return_path = await mailed(igw, smtp, "slow@example.vn")
+    for _ in range(4):  # 4 hours, 1 day, 2 days, then it expires
+        report = dsn("slow@example.vn", "4.4.7", message_id=None, action="delayed")
+        await inbound(igw, return_path, report)
+    assert await suppressed(igw) == {}
+
+
 async def test_bn4_complaint_stops_marketing_but_not_service_mail(igw: Gateway, smtp):
     message_id, _ = await mailed(igw, smtp, "angry@example.vn", marketing=True)
     await inbound(igw, "bounces@first.vn", arf("angry@example.vn", message_id))

@@ -20,8 +20,11 @@ class FeedbackQueries(StoreBase):
         )
 
     async def count_bounces(self, email: str, kind: str, since: float) -> int:
+        """Messages (not reports: one message may be reported delayed several times) to this
+        address with a bounce of this kind since `since`."""
         rows = await self.rows(
-            "SELECT COUNT(*) FROM bounces WHERE email = ? AND kind = ? AND created_at > ?",
+            "SELECT COUNT(DISTINCT COALESCE(message_id, CAST(id AS VARCHAR(20)))) FROM bounces"
+            " WHERE email = ? AND kind = ? AND created_at > ?",
             (email, kind, since),
         )
         return int(rows[0][0])
