@@ -226,6 +226,8 @@ class Campaigns:
         if not await self.store.lease_campaign(campaign_id, now, LEASE):
             return  # another process is enqueuing it
         try:
+            # Read again under the lease: the last holder (another process) moved the cursor.
+            c = await self.get(campaign_id)
             room = WINDOW - await self.store.campaign_backlog(campaign_id)
             cursor = c["cursor"]
             while room > 0:

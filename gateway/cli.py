@@ -55,8 +55,8 @@ async def cmd_init(gw: Gateway, args: argparse.Namespace) -> int:
     )
     out(
         args,
-        {"schema_version": version, "previous": found, "database": gw.settings.database_url},
-        f"database {gw.settings.database_url}: schema version {version} ({state})",
+        {"schema_version": version, "previous": found, "database": gw.store.display_url},
+        f"database {gw.store.display_url}: schema version {version} ({state})",
     )
     return 0
 

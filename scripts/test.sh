@@ -34,6 +34,28 @@ if ! grep -qs "\"version\": \"$AXE_VERSION\"" "$AXE_DIR/node_modules/axe-core/pa
   fi
 fi
 
+# The suite runs twice: on SQLite (the default) and on PostgreSQL, a throwaway cluster that
+# tests/pg.py starts under a temp directory on a free port. It needs PostgreSQL's server
+# binaries: initdb on PATH or Debian's under /usr/lib/postgresql/<version>/bin.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "test.sh: installing Debian's postgresql for the PostgreSQL run of the tests" >&2
+    if ! { apt-get update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql >/dev/null; }; then
+      echo "test.sh: WARNING: could not install postgresql" >&2
+    fi
+  else
+    echo "test.sh: PostgreSQL's server binaries are missing and this is not root: install them with" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y postgresql" >&2
+    echo "test.sh: until then the PostgreSQL run fails" >&2
+  fi
+fi
+
 .venv/bin/ruff check gateway tests bench
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+status=0
+echo "test.sh: pytest on SQLite" >&2
+.venv/bin/python -m pytest "$@" || status=1
+# The browser test checks pages, not the database: it runs in the SQLite run only.
+echo "test.sh: pytest on PostgreSQL (GATEWAY_TEST_DATABASE=postgresql)" >&2
+GATEWAY_TEST_DATABASE=postgresql .venv/bin/python -m pytest "$@" || status=1
+exit "$status"

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pg import sqlite_only
 from smtp_server import RecordingSMTPServer
 
 from gateway.web.i18n import CATALOG
@@ -369,6 +370,7 @@ def subjects(smtp: RecordingSMTPServer) -> Iterator[str]:
         yield str(email.message_from_bytes(m.data, policy=email.policy.default)["Subject"])
 
 
+@sqlite_only("the browser checks the pages, not the database; it runs once, in the SQLite run")
 async def test_preference_page_and_unsubscribe_in_a_real_browser_without_cookies(
     tmp_path: Path, smtp: RecordingSMTPServer, server: Server, browser: Browser
 ):

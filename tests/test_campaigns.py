@@ -268,6 +268,34 @@ async def test_ad3_the_cap_holds_across_batches_still_being_recorded(
     assert len(smtp.messages) == 3
 
 
+async def test_ad3_the_cap_counts_what_another_worker_has_on_the_wire(
+    env: dict[str, str], smtp: RecordingSMTPServer
+):
+    """Two workers with their own database connections, as two processes or machines: one
+    has the address's third marketing message of the day on the wire (claimed, not yet
+    recorded). The other, rechecking a fourth, counts it and defers instead of sending it."""
+    env["GATEWAY_SMTP_URL"] = smtp.url
+    async with Gateway.from_env(env) as a, Gateway.from_env(env) as b:
+        await a.add_topic("news", "Tin tức")
+        await a.add_contact("an@example.vn", name="An", subscribe=["news"])
+
+        async def queue(n: int) -> None:
+            for i in range(n):
+                result = await a.send(
+                    "an@example.vn", f"Tin {i}", text="x", category="marketing", topic="news"
+                )
+                assert result.status == "queued"
+
+        await queue(2)
+        assert (await a.deliver(until_idle=True)).sent == 2
+        await queue(2)
+        on_the_wire = await a.store.claim(1, lease_seconds=60, now=time.time())
+        assert len(on_the_wire) == 1
+        stats = await b.deliver(until_idle=True)
+        assert (stats.sent, stats.deferred) == (0, 1)
+        assert len(smtp.messages) == 2
+
+
 async def test_a_test_send_goes_to_our_own_domain_only_marked_and_as_rendered(
     gw: Gateway, smtp: RecordingSMTPServer
 ):

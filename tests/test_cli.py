@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -36,6 +37,17 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -
     assert len(lines) == 1, proc.stderr
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def audit_entries(env: dict[str, str]) -> list[dict[str, object]]:
+    """The audit log, read through the store (SQLite or PostgreSQL alike)."""
+    from gateway import Gateway
+
+    async def read() -> list[dict[str, object]]:
+        async with Gateway.from_env(env) as gw:
+            return await gw.store.audit_entries()
+
+    return asyncio.run(read())
 
 
 @pytest.fixture
@@ -290,10 +302,7 @@ def test_campaign_preview_shows_one_contacts_message_and_is_audited(cli_env):
     assert_one_line_error(
         run(cli_env, "campaign", "preview", cid, "--email", "x@example.vn"), "no contact"
     )
-    import sqlite3
-
-    db = sqlite3.connect(cli_env["GATEWAY_DATABASE_URL"].removeprefix("sqlite:///"))
-    rows = db.execute("SELECT actor, action, subject FROM audit_log").fetchall()
+    rows = [(e["actor"], e["action"], e["subject"]) for e in audit_entries(cli_env)]
     assert [(a.startswith("cli:"), action) for a, action, _ in rows] == [
         (True, "campaigns.preview")
     ]

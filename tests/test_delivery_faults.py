@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -333,10 +332,10 @@ async def test_bn1_a_hard_bounced_address_gets_neither_marketing_nor_transaction
 # --------------------------------------------------------------------------- crash safety
 
 
-def _snapshot(db: Path) -> dict[str, tuple[str, float | None]]:
-    """message_id -> (state, lease_until), read straight from the SQLite file."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT message_id, state, lease_until FROM outbox").fetchall()
+async def _snapshot(env: dict[str, str]) -> dict[str, tuple[str, float | None]]:
+    """message_id -> (state, lease_until), read through the store (SQLite or PostgreSQL)."""
+    async with Gateway.from_env(env) as gw:
+        rows = await gw.store.rows("SELECT message_id, state, lease_until FROM outbox")
     return {mid: (state, lease) for mid, state, lease in rows}
 
 
@@ -355,7 +354,6 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_wa
     its first copy."""
     n, concurrency = 2000, 2
     bound = 2 * max(100, 50 * concurrency)
-    db = tmp_path / "gateway.db"
     async with RecordingSMTPServer(slow=0.004) as srv:  # a slowish relay: ~250 msg/s/connection
         run_env = {
             **os.environ,
@@ -401,7 +399,7 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_wa
         await srv.drop_connections()  # the kernel closed them; let the server notice
         before = list(srv.messages)
         assert 0 < len(before) < n, len(before)
-        at_kill = _snapshot(db)
+        at_kill = await _snapshot(run_env)
         sent_at_kill = {mid for mid, (state, _) in at_kill.items() if state == "sent"}
         leased = {mid: lease for mid, (state, lease) in at_kill.items() if state == "sending"}
         assert leased, "the killed worker held no lease"
@@ -422,7 +420,7 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_wa
         ) - len(in_flight)
 
     # nothing lost
-    assert all(state == "sent" for state, _ in _snapshot(db).values())
+    assert all(state == "sent" for state, _ in (await _snapshot(run_env)).values())
     got = by_message_id(srv.messages)
     assert set(got) == set(owner)
     for m in srv.messages:

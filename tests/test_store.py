@@ -1,4 +1,5 @@
-"""The store on a real SQLite file: durable settings, idempotent migrations, contacts, import."""
+"""The store on a real SQLite file (or PostgreSQL database): durable settings, idempotent
+migrations, contacts, import."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 import stat
 
 import pytest
+from pg import postgres_only, sqlite_only
 
 from gateway import Gateway, InvalidInput, UnknownTopic
 from gateway.store import schema as t
 
 
+@pytest.mark.empty_database
 async def test_init_is_idempotent_and_records_the_schema_version(env):
     async with Gateway.from_env(env) as gw:
         assert gw.migrated == (None, t.SCHEMA_VERSION)
@@ -20,6 +23,26 @@ async def test_init_is_idempotent_and_records_the_schema_version(env):
         assert [topic.slug for topic, _ in await gw.topics()] == ["news"]
 
 
+def test_database_urls_in_either_spelling_mean_asyncpg():
+    from gateway.store.base import normalize_url
+
+    for url in ("postgresql+asyncpg://u:p@db:5432/gw", "postgres://u:p@db:5432/gw"):
+        assert normalize_url(url) == "postgresql://u:p@db:5432/gw"
+    assert normalize_url("sqlite:///./gateway.db") == "sqlite:///./gateway.db"
+
+
+@postgres_only("the SQLAlchemy spelling of a PostgreSQL URL")
+async def test_a_postgresql_asyncpg_url_opens_the_same_database(env):
+    async with Gateway.from_env(env) as gw:
+        await gw.add_topic("news", "News")
+    env["GATEWAY_DATABASE_URL"] = env["GATEWAY_DATABASE_URL"].replace(
+        "postgresql://", "postgresql+asyncpg://", 1
+    )
+    async with Gateway.from_env(env) as gw:
+        assert [topic.slug for topic, _ in await gw.topics()] == ["news"]
+
+
+@sqlite_only("WAL, synchronous=FULL and the file's mode are SQLite file settings")
 async def test_sqlite_runs_in_wal_mode_with_durable_commits_and_a_private_file(env, tmp_path):
     async with Gateway.from_env(env) as gw:
         async with gw.store.connection():
@@ -124,10 +147,14 @@ async def test_suppression_lookup_is_by_keyed_hash_under_every_key(env):
         assert (await gw.send("an@example.vn", "x", text="x")).status == "queued"
 
 
+@pytest.mark.empty_database
 async def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(env, tmp_path):
-    from sqlalchemy import MetaData, Table, create_engine, insert
+    from sqlalchemy import MetaData, Table, insert
+    from sqlalchemy.schema import CreateTable
 
-    # Build the file version 1 wrote: the same tables without campaigns and their columns.
+    from gateway.store import Store
+
+    # Build the database version 1 wrote: the same tables without campaigns and their columns.
     v1 = MetaData()
     added_in_2 = {"outbox": {"campaign_id", "template", "context"}, "message_log": {"campaign_id"}}
     new_in_2 = {"campaigns", "api_keys", "audit_log", "policies", "policy_notices"}
@@ -137,16 +164,19 @@ async def test_a_version_1_database_is_migrated_in_place_keeping_its_rows(env, t
         skip = added_in_2.get(table.name, set())
         columns = [c._copy() for c in table.columns if c.name not in skip]
         Table(table.name, v1, *columns)
-    engine = create_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
-    v1.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(insert(v1.tables["meta"]).values(key="schema_version", value="1"))
-        conn.execute(
+    store = Store(env["GATEWAY_DATABASE_URL"])  # SQLite or PostgreSQL, whichever is tested
+    await store.connect()
+    try:
+        for table in v1.sorted_tables:
+            await store.db.execute(CreateTable(table))
+        await store.db.execute(insert(v1.tables["meta"]).values(key="schema_version", value="1"))
+        await store.db.execute(
             insert(v1.tables["topics"]).values(
                 slug="news", name="News", double_opt_in=False, created_at=0
             )
         )
-    engine.dispose()
+    finally:
+        await store.disconnect()
     async with Gateway.from_env(env) as gw:
         assert gw.migrated == (1, t.SCHEMA_VERSION)
         assert [topic.slug for topic, _ in await gw.topics()] == ["news"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,6 +43,15 @@ class StoreBase:
             given = DatabaseURL(url).options
             options.update({k: v for k, v in POOL.items() if k not in given})
         self.db = Database(url, **options)
+        # The last leases this process handed out (PostgreSQL): rows under any other lease
+        # are other workers' messages in flight (see `recent_marketing`). A worker has one
+        # batch on the wire and one being recorded; older batches of ours are finished.
+        self.own_leases: deque[float] = deque(maxlen=16)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, for output and errors."""
+        return str(self.db.url.obscure_password)
 
     # -- lifecycle -------------------------------------------------------------------------
 

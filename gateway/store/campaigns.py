@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,10 +67,14 @@ class CampaignQueries(StoreBase):
     ) -> list[tuple[int, str]]:
         """The next `limit` subscribers of a topic after contact id `after_id`: the audience
         is streamed by id (the subscriptions index), never loaded whole."""
+        # The page of ids first (a range scan of ix_subscriptions_audience), then their
+        # contacts by primary key: as a plain join PostgreSQL may pick a merge join that
+        # reads the contacts from the first id up to the cursor, page after page.
         rows = await self.rows(
-            "SELECT c.id, c.email FROM subscriptions s JOIN contacts c ON c.id = s.contact_id"
-            " WHERE s.topic_id = ? AND s.status = 'subscribed' AND s.contact_id > ?"
-            " ORDER BY s.contact_id LIMIT ?",
+            "SELECT c.id, c.email FROM (SELECT contact_id FROM subscriptions"
+            " WHERE topic_id = ? AND status = 'subscribed' AND contact_id > ?"
+            " ORDER BY contact_id LIMIT ?) s JOIN contacts c ON c.id = s.contact_id"
+            " ORDER BY c.id",
             (topic_id, after_id, limit),
         )
         return [(int(r[0]), str(r[1])) for r in rows]
@@ -136,6 +141,19 @@ class CampaignQueries(StoreBase):
                 (*chunk, since),
             ):
                 found.setdefault(email, []).append(created_at)
+            # Several workers (processes, machines): marketing mail another worker has
+            # claimed for these addresses may go out while this batch does, and is recorded
+            # only after. It counts as sent (at its claim), so two workers never exceed the
+            # cap between them; at worst both defer a message. This process's own batches
+            # are left out (by their leases): the worker counts those itself.
+            ours = list(self.own_leases)
+            mine = f" AND lease_until NOT IN ({self.marks(len(ours))})" if ours else ""
+            for email, claimed_at in await self.rows(
+                f"SELECT email, updated_at FROM outbox WHERE email IN ({self.marks(len(chunk))})"
+                " AND state = 'sending' AND category = 'marketing' AND lease_until >= ?" + mine,
+                (*chunk, time.time(), *ours),
+            ):
+                found.setdefault(email, []).append(claimed_at)
         return found
 
     async def sending_campaigns(self) -> list[int]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ..errors import NotFound
 from . import schema as t
@@ -56,8 +58,13 @@ class OutboxQueries(StoreBase):
     async def claim(self, limit: int, lease_seconds: float, now: float) -> list[OutboxItem]:
         """Lease up to `limit` due messages: queued and due, or leased by a worker whose
         lease ran out (it crashed). One statement, so two workers never claim one row."""
+        # Each claim its own lease value, which tells this process's rows in flight from
+        # other workers' (the jitter keeps other processes' values apart from ours).
+        lease = now + lease_seconds + random.uniform(0, 0.001)
+        while lease in self.own_leases:
+            lease = math.nextafter(lease, math.inf)
         if not self.is_sqlite:
-            return await self._claim_locked(limit, lease_seconds, now)
+            return await self._claim_locked(limit, lease, now)
         async with self.transaction():
             rows = await self.rows(
                 "UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1,"
@@ -67,13 +74,15 @@ class OutboxQueries(StoreBase):
                 " ORDER BY next_attempt_at, id LIMIT ?)"
                 " RETURNING id, message_id, email, contact_id, category, topic_id, sender, raw,"
                 " attempts, created_at, campaign_id, template, context",
-                (now + lease_seconds, now, now, now, limit),
+                (lease, now, now, now, limit),
             )
+        if rows:
+            self.own_leases.append(lease)
         items = [OutboxItem(*row) for row in rows]
         items.sort(key=lambda item: item.id)
         return items
 
-    async def _claim_locked(self, limit: int, lease_seconds: float, now: float) -> list[OutboxItem]:
+    async def _claim_locked(self, limit: int, lease: float, now: float) -> list[OutboxItem]:
         """PostgreSQL, where workers on several machines claim at once: each locks the rows
         it picks and skips rows another has locked (FOR UPDATE SKIP LOCKED), so no row is
         claimed twice and nobody waits. Two index range scans on (state, next_attempt_at):
@@ -88,8 +97,10 @@ class OutboxQueries(StoreBase):
             " SELECT id FROM due) AS picked LIMIT ?)"
             " RETURNING id, message_id, email, contact_id, category, topic_id, sender, raw,"
             " attempts, created_at, campaign_id, template, context",
-            (now, limit, now, limit, now + lease_seconds, now, limit),
+            (now, limit, now, limit, lease, now, limit),
         )
+        if rows:
+            self.own_leases.append(lease)
         items = [OutboxItem(*row) for row in rows]
         items.sort(key=lambda item: item.id)
         return items
@@ -131,13 +142,14 @@ class OutboxQueries(StoreBase):
             await self.log(logs)
 
     async def next_due(self) -> float | None:
-        """When the next queued message becomes due (None when nothing waits)."""
-        o = t.outbox
-        return await self.db.fetch_val(
-            select(func.min(func.coalesce(o.c.lease_until, o.c.next_attempt_at))).where(
-                o.c.state.in_(("queued", "sending"))
-            )
+        """When the next queued message becomes due, or a lease runs out (None when nothing
+        waits). Two minimums, each read from the end of an index (ix_outbox_due)."""
+        rows = await self.rows(
+            "SELECT (SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'),"
+            " (SELECT MIN(lease_until) FROM outbox WHERE state = 'sending')"
         )
+        times = [t for t in rows[0] if t is not None]
+        return min(times) if times else None
 
     async def message_status(self, message_id: str) -> dict[str, Any]:
         row = await self.db.fetch_one(

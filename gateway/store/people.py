@@ -209,7 +209,8 @@ class PeopleQueries(StoreBase):
         rows = await self.rows(
             "INSERT INTO suppressions (email, email_hash, scope, topic_id, reason, source,"
             " created_at) SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM suppressions"
-            " WHERE email_hash = ? AND scope = ? AND (topic_id = ? OR (topic_id IS NULL AND CAST(? AS INTEGER) IS NULL)))"
+            " WHERE email_hash = ? AND scope = ?"
+            " AND (topic_id = ? OR (topic_id IS NULL AND CAST(? AS INTEGER) IS NULL)))"
             " RETURNING id",
             (
                 email,

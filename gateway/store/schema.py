@@ -82,6 +82,8 @@ subscriptions = Table(
     Column("subscribed_at", Float),
     Column("unsubscribed_at", Float),
     UniqueConstraint("contact_id", "topic_id"),
+    # a campaign's audience, paged by contact id: one range scan per page at any size
+    Index("ix_subscriptions_audience", "topic_id", "status", "contact_id"),
 )
 
 # scope: all | marketing | topic. An erased address keeps only `email_hash` (a keyed hash).
@@ -165,6 +167,10 @@ outbox = Table(
     Column("context", Text),
     Index("ix_outbox_due", "state", "next_attempt_at"),
     Index("ix_outbox_campaign", "campaign_id", "state"),
+    # a person's messages (erasure, export, the frequency cap's in-flight count), and the
+    # rows a deleted contact leaves (ON DELETE SET NULL) without a scan of the whole outbox
+    Index("ix_outbox_email", "email"),
+    Index("ix_outbox_contact", "contact_id"),
 )
 
 # What happened to each message: accepted, suppressed, blocked, sent, failed (with reason).
@@ -237,6 +243,7 @@ policy_notices = Table(
     Column("status", String(16), nullable=False),  # queued | suppressed
     Column("created_at", Float, nullable=False),
     UniqueConstraint("policy_id", "subject"),
+    Index("ix_policy_notices_contact", "contact_id"),  # ON DELETE SET NULL of a contact
 )
 
 # What receiving servers said about our mail: SMTP replies to the worker, DSNs, complaint
