@@ -557,3 +557,34 @@ def refusal_token(msg_data: bytes) -> tuple[str | None, str | None]:
         return _refusal(msg)
     except Exception:
         return None, None
+
+
+# -- what the gateway acts on ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a server said about one address."""
+
+    email: str
+    kind: str  # hard | soft | policy | complaint
+    source: str  # smtp | dsn | arf | detected
+    status: str | None = None  # RFC 3463 enhanced status
+    detail: str = ""
+    message_id: str | None = None
+    outbox_id: int | None = None  # when the report is about a message we know
+
+
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def classify_reply(code: int | None, message: str) -> tuple[str, str | None]:
+    """(kind, enhanced status) of a failed SMTP reply to one recipient: 5.7.x is the
+    sender's problem (BN-2: alert), another 5xx a hard bounce (BN-1), the rest soft."""
+    match = _ENHANCED.match(message or "")
+    status = ".".join(match.groups()) if match else None
+    if code is not None and code >= 500:
+        if status is not None and status.startswith("5.7."):
+            return "policy", status
+        return "hard", status
+    return "soft", status

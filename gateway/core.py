@@ -156,7 +156,8 @@ class Gateway:
         await transport.open()
         options.setdefault("render", self.preferences.render_queued)
         options.setdefault("wake", self.campaigns.wake)
-        options.setdefault("feedback", self.feedback)
+        options.setdefault("return_path", self.feedback.return_path)
+        options.setdefault("report", self.feedback.apply)
         options.setdefault("sign", self.dkim_signer())
         worker = Worker(self.settings, self.store, self.signer, transport, **options)
         if until_idle:

@@ -9,7 +9,6 @@ caller's transaction.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from email.policy import compat32
 from email.utils import getaddresses
 
 from . import bounces
+from .bounces import Event
 from .config import Settings
 from .errors import GatewayError
 from .preferences import PreferenceCenter
@@ -30,21 +30,6 @@ DAY = 86400.0
 SOFT_WINDOW = 30 * DAY  # BN-3: soft bounces count within this window
 RECENT = 30 * DAY  # BN-5: an unmatched bounce acts only on an address mailed this recently
 
-_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
-
-
-@dataclass(frozen=True)
-class Event:
-    """One thing a server said about one address."""
-
-    email: str
-    kind: str  # hard | soft | policy | complaint
-    source: str  # smtp | dsn | arf | detected
-    status: str | None = None  # RFC 3463 enhanced status
-    detail: str = ""
-    message_id: str | None = None
-    outbox_id: int | None = None  # when the report is about a message we know
-
 
 @dataclass
 class Ingested:
@@ -56,18 +41,6 @@ class Ingested:
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "actions": self.actions, "reason": self.reason}
-
-
-def classify_reply(code: int | None, message: str) -> tuple[str, str | None]:
-    """(kind, enhanced status) of a failed SMTP reply to one recipient: 5.7.x is the
-    sender's problem (BN-2: alert), another 5xx a hard bounce (BN-1), the rest soft."""
-    match = _ENHANCED.match(message or "")
-    status = ".".join(match.groups()) if match else None
-    if code is not None and code >= 500:
-        if status is not None and status.startswith("5.7."):
-            return "policy", status
-        return "hard", status
-    return "soft", status
 
 
 class Feedback:

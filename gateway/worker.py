@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .bounces import Event, classify_reply
 from .config import Settings
-from .feedback import Event, Feedback, classify_reply
 from .policy import decide
 from .store import OutboxItem, Store
 from .tokens import Signer
@@ -63,7 +63,8 @@ class Worker:
         batch_size: int | None = None,
         render: Callable[[OutboxItem], Awaitable[bytes]] | None = None,
         wake: asyncio.Event | None = None,
-        feedback: Feedback | None = None,
+        return_path: Callable[[int], str] | None = None,
+        report: Callable[[Sequence[Event], float], Awaitable[list[str]]] | None = None,
         sign: Callable[[bytes], bytes] | None = None,
         lease_seconds: float | None = None,
         poll_seconds: float = 1.0,
@@ -76,8 +77,10 @@ class Worker:
         # suppression recheck stays close to the moment of hand-over.
         self.render = render  # renders rows queued as a template (raw is None) at dispatch
         self.wake = wake  # set by whoever enqueues in this process: no need to wait for the poll
-        # Bounces find their message by its own return path (VERP); replies become events.
-        self.feedback = feedback
+        # Bounces find their message by its own return path (VERP); failed replies become
+        # events that `report` records and acts on in the outcome's transaction.
+        self.return_path = return_path
+        self.report = report
         self.sign = sign  # DKIM: signs the exact bytes handed over, last of all (LU-5)
         self.batch_size = batch_size or max(100, 50 * transport.concurrency)
         self.lease_seconds = lease_seconds or settings.lease_seconds
@@ -222,7 +225,7 @@ class Worker:
         return batch
 
     def _sender(self, item: OutboxItem) -> str:
-        return self.feedback.return_path(item.id) if self.feedback is not None else item.sender
+        return self.return_path(item.id) if self.return_path is not None else item.sender
 
     async def _record(self, batch: Batch, outcomes: list[Outcome]) -> None:
         suppressed, logs = batch.suppressed, batch.logs
@@ -273,8 +276,8 @@ class Worker:
                 logs=logs,
                 now=now,
             )
-            if events and self.feedback is not None:
-                for action in await self.feedback.apply(events, now):
+            if events and self.report is not None:
+                for action in await self.report(events, now):
                     log.info("%s", action)
         self.stats.sent += len(sent)
         self.stats.retried += len(retry) - len(batch.deferred)
