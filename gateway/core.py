@@ -31,6 +31,9 @@ from .worker import Worker, WorkerStats
 log = logging.getLogger("gateway")
 
 LANGUAGES = ("vi", "en")
+# After loading this many rows at once, refresh the planner's statistics (PostgreSQL): with
+# stale ones it reads a million-row table end to end for every batch of lookups.
+BULK = 10_000
 SUPPRESSION_SCOPES = ("all", "marketing")
 # Refusals recorded by staff (ST-3) stop promotional mail, exactly like a one-click refusal;
 # any other manual suppression blocks all mail to the address.
@@ -163,10 +166,15 @@ class Gateway:
         if until_idle:
             while True:
                 more = await self.campaigns.tick_all()
+                claimed = worker.stats.claimed
                 stats = await worker.run(until_idle=True, stop=stop, progress=progress)
                 if not more or (stop is not None and stop.is_set()):
                     await self.campaigns.tick_all()  # marks finished campaigns done
                     return stats
+                if stats.claimed == claimed:
+                    # Another process is feeding the campaign (it holds the lease) and
+                    # nothing is due yet: wait a moment instead of asking again at once.
+                    await asyncio.sleep(0.2)
         stop = stop or asyncio.Event()
         driver = asyncio.create_task(self.campaigns.drive(stop))
         try:
@@ -394,6 +402,8 @@ class Gateway:
             if progress is not None:
                 progress(done, len(rows))
         report.bad_rows.sort()
+        if report.created >= BULK:
+            await self.store.analyze("contacts", "subscriptions", "consent_ledger")
         return report
 
     async def _import_chunk(

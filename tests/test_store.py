@@ -3,6 +3,7 @@ migrations, contacts, import."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 
@@ -21,6 +22,19 @@ async def test_init_is_idempotent_and_records_the_schema_version(env):
     async with Gateway.from_env(env) as gw:
         assert gw.migrated == (t.SCHEMA_VERSION, t.SCHEMA_VERSION)
         assert [topic.slug for topic, _ in await gw.topics()] == ["news"]
+
+
+async def test_opening_a_current_database_waits_for_no_running_writer(env):
+    """Every worker opens the database when it starts. At the current schema version that
+    must take no lock a writer holds: running index DDL there deadlocked a starting worker
+    against a running one on PostgreSQL."""
+    async with Gateway.from_env(env) as running:
+        async with running.store.transaction():
+            result = await running.send("an@example.vn", "Hi", text="x")  # writes held open
+            assert result.status == "queued"
+            async with asyncio.timeout(5):
+                async with Gateway.from_env(env) as starting:
+                    assert starting.migrated == (t.SCHEMA_VERSION, t.SCHEMA_VERSION)
 
 
 def test_database_urls_in_either_spelling_mean_asyncpg():

@@ -138,6 +138,12 @@ class StoreBase:
             finally:
                 self._writer = None
 
+    async def analyze(self, *tables: str) -> None:
+        """Refresh the PostgreSQL planner's statistics after a bulk load (autovacuum would,
+        minutes later). SQLite plans from its indexes alone: nothing to do."""
+        if not self.is_sqlite:
+            await self.run(f"ANALYZE {', '.join(tables)}")
+
     async def serialize(self, key: str) -> None:
         """Make transactions about one key (an address, say) take turns until this one ends:
         check-then-write stays correct with several processes. On SQLite writers already

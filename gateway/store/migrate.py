@@ -32,15 +32,32 @@ async def current_version(db: Database) -> int | None:
     return int(row["value"]) if row else None
 
 
+# Any constant: the key of the PostgreSQL advisory lock that makes migrations take turns.
+MIGRATION_LOCK = 0x6761_7465_7761_79  # "gateway"
+
+
 async def migrate(db: Database) -> tuple[int | None, int]:
-    """Return (version found, version now)."""
+    """Return (version found, version now). A database already at this version is left
+    alone: even `CREATE INDEX IF NOT EXISTS` locks its table, and every process opening
+    the database (several workers on PostgreSQL) would contend with running writers."""
     dialect = db._backend._dialect  # type: ignore[attr-defined]
     found = await current_version(db)
-    if db.url.scheme.startswith("sqlite"):
+    if found == SCHEMA_VERSION:
+        return found, found
+    sqlite = db.url.scheme.startswith("sqlite")
+    if sqlite:
         # WAL lets readers (the web pages) run beside the writer (the worker); it is kept
         # in the file, so setting it once here is enough.
         await db.execute("PRAGMA journal_mode=WAL")
     async with db.transaction():
+        if not sqlite:
+            # Processes starting together migrate one at a time; the later ones find the
+            # work done. (SQLite's writers already take turns.)
+            await db.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            exists = await db.fetch_val("SELECT to_regclass('meta') IS NOT NULL")
+            found = await current_version(db) if exists else None
+            if found == SCHEMA_VERSION:
+                return found, found
         # New tables first, then the steps that change existing ones, then the indexes
         # (an index may name a column a step has just added).
         for table in metadata.sorted_tables:

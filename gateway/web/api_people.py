@@ -332,4 +332,6 @@ async def import_suppressions(request: Request) -> Response:
             added += 1
         else:
             already += 1
+    if added >= 1000:
+        await gw.store.analyze("suppressions")
     return JSONResponse({"added": added, "already": already, "bad_rows": bad})
