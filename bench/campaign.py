@@ -7,11 +7,18 @@ Run it with the project's virtualenv (the package must be installed):
     .venv/bin/python bench/campaign.py --n 1000000     # the memory target's size
     .venv/bin/python bench/campaign.py --json          # one JSON object with every figure
     .venv/bin/python bench/campaign.py --py-spy        # where the campaign process's time goes
+    .venv/bin/python bench/campaign.py --database postgresql          # 1, 2, 4 workers on PG
+    .venv/bin/python bench/campaign.py --database postgresql --workers 1,2,4,8
+    .venv/bin/python bench/campaign.py --database postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/campaign.py --workers 1,2                  # several workers, SQLite
 
 What happens, in order:
 
-1. The SMTP sink of bench/send_path.py (aiosmtpd in a child process on 127.0.0.1, port 0)
-   starts. It discards every message and counts messages and bytes per envelope sender.
+1. An SMTP sink like bench/send_path.py's (aiosmtpd in a child process on 127.0.0.1, port
+   0) starts. It discards every message and counts messages and bytes per envelope sender
+   (the gateway's is a VERP return path: everything but the baseline's sender counts as the
+   gateway's), and messages per recipient in one byte per address, so the checks can say
+   that every recipient got exactly one message (1 MiB at a million contacts).
 
 2. Setup (untimed, but every step's time is reported): a fresh SQLite file in a temporary
    directory, made the way a marketer would, with the `gateway` command of the virtualenv
@@ -49,8 +56,8 @@ other processes on the machine used meanwhile (from /proc/stat): a run disturbed
 says so in a note.
 
 Checks (exit status 1 when one fails): the sink received exactly N messages from the
-gateway's envelope sender and N from the baseline's; `campaign send` exited 0;
-`gateway campaign status ID --json` says done with sent == N and nothing else counted.
+gateway and N from the baseline, every recipient of each exactly one; `campaign send` exited
+0; `gateway campaign status ID --json` says done with sent == N and nothing else counted.
 
 Figures: raw rate = N / raw time; campaign rate = N / subprocess lifetime; ratio = campaign
 rate / raw rate (target >= 0.6); peak memory of the campaign process (target < 150 MiB at
@@ -60,6 +67,27 @@ its default of 4 connections, the baseline uses 4 as well, and the report says s
 --py-spy runs py-spy (from the virtualenv) against the campaign process for its whole life
 and prints the functions with the most samples, inclusive and self. Its figures are then
 marked as profiled. Only 127.0.0.1 is used.
+
+Several workers (--workers 1,2,4; always so on PostgreSQL, where 1,2,4 is the default):
+--database postgresql starts a throwaway cluster (tests/pg.py's Cluster: a temp directory,
+a free port on 127.0.0.1, fsync off; stopped and removed at the end); --database
+postgresql://… uses that server, where the benchmark creates its own databases (gwbench_*)
+and drops them. Setup as above, once, into a "base" database (`gateway contacts import`;
+--setup sqlite is SQLite only). Then for each worker count W:
+  - reset: a fresh copy of the base database (CREATE DATABASE … TEMPLATE base on
+    PostgreSQL, a copied file on SQLite): the same N contacts and the same draft campaign;
+  - `gateway campaign send ID --detach` (untimed: it only marks the campaign sending);
+  - W `gateway worker --until-idle --concurrency C` processes started at once (C default 4,
+    so W x C SMTP connections), timed from the start of the first to the exit of the last.
+    The workers enqueue the audience themselves (one at a time, under the campaign's lease)
+    and deliver it together;
+  - checks: the sink got exactly N messages, every recipient exactly once; the workers'
+    `sent` counts add up to N; `campaign status` says done, sent N; every worker exited 0.
+The raw baseline runs once, after the rounds, with C connections. Printed per round: msg/s,
+ratio to raw, the rate between first and last delivery, each worker's exit time, sent count
+and peak RSS (ru_maxrss, or the sampled VmHWM when ru_maxrss is this process's), CPU of the
+workers, of the PostgreSQL cluster (when the benchmark started it), of the sink and of every
+other process on the machine (in % of one core).
 """
 
 from __future__ import annotations
@@ -68,9 +96,12 @@ import argparse
 import asyncio
 import csv
 import json
+import multiprocessing
 import os
+import re
 import secrets
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -80,6 +111,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -315,6 +347,165 @@ def campaign_send_has_concurrency(cli: Cli) -> bool:
     return "--concurrency" in help_text
 
 
+# --------------------------------------------------------------------------- the sink
+
+# `kh000123@example.vn` -> tag "kh", number 123: how every address of the bench is spelled.
+RECIPIENT = re.compile(r"([a-z]+)(\d{1,8})@example\.vn")
+OTHER_RECIPIENTS_KEPT = 10_000  # addresses outside that pattern counted one by one, at most
+
+
+def _recipient_sink_main(conn: Any, ready: Any, loop_kind: str) -> None:
+    """Child process: send_path's discarding aiosmtpd sink (counts messages and bytes per
+    envelope sender), which also counts messages per recipient, so a run can tell that every
+    recipient got exactly one. One byte per recipient (a bytearray per tag, indexed by the
+    address's number; saturates at 255): 1 MiB for a million contacts.
+    Commands on `conn`: "stats", "stop", "recipients TAG N" (summary of TAG's 0..N-1, then
+    forgotten)."""
+    from aiosmtpd.smtp import SMTP
+
+    counts: dict[str, int] = {}
+    received_bytes = [0]
+    seen: dict[str, bytearray] = {}
+    other: dict[str, int] = {}
+    other_overflow = [0]
+
+    def count(address: str) -> None:
+        m = RECIPIENT.fullmatch(address.lower())
+        if m is None:
+            if address in other or len(other) < OTHER_RECIPIENTS_KEPT:
+                other[address] = other.get(address, 0) + 1
+            else:
+                other_overflow[0] += 1
+            return
+        tag, i = m.group(1), int(m.group(2))
+        arr = seen.get(tag)
+        if arr is None:
+            arr = seen[tag] = bytearray()
+        if i >= len(arr):
+            arr.extend(bytes(max(i + 1 - len(arr), len(arr))))  # doubles: amortized O(1)
+        if arr[i] < 255:
+            arr[i] += 1
+
+    def summary(tag: str, n: int) -> dict[str, Any]:
+        arr = seen.pop(tag, bytearray())
+        window = bytes(arr[:n]) + bytes(max(n - len(arr), 0))
+        beyond = bytes(arr[n:])
+        once, missing = window.count(1), window.count(0)
+        many = n - once - missing
+        return {
+            "expected": n,
+            "distinct": n - missing,
+            "exactly_once": once,
+            "missing": missing,
+            "more_than_once": many,
+            "max_per_recipient": max(window, default=0),
+            "outside_range": len(beyond) - beyond.count(0),
+            "missing_first": [i for i, v in enumerate(window) if v == 0][:5] if missing else [],
+            "repeated_first": [i for i, v in enumerate(window) if v > 1][:5] if many else [],
+            "unrecognized": sum(other.values()) + other_overflow[0],
+        }
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            local, at, domain = envelope.mail_from.rpartition("@")
+            sender = f"{local.split('+', 1)[0]}{at}{domain}"  # VERP: one key per sender
+            counts[sender] = counts.get(sender, 0) + 1
+            received_bytes[0] += len(envelope.original_content or b"")
+            for rcpt in envelope.rcpt_tos:
+                count(rcpt)
+            return "250 OK"
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        handler = Handler()
+        server = await loop.create_server(
+            lambda: SMTP(
+                handler,
+                decode_data=False,
+                enable_SMTPUTF8=True,
+                hostname="localhost",  # no getfqdn() per connection
+                data_size_limit=None,
+                loop=loop,
+            ),
+            sp.HOST,
+            0,
+        )
+        stop = asyncio.Event()
+
+        def on_command() -> None:
+            try:
+                command = conn.recv()
+            except EOFError:
+                command = "stop"
+            if command == "stats":
+                conn.send(
+                    {
+                        "counts": dict(counts),
+                        "faults": {},
+                        "bytes": received_bytes[0],
+                        "cpu": time.process_time(),
+                        "wall": time.perf_counter(),
+                    }
+                )
+            elif command == "stop":
+                stop.set()
+            elif command.startswith("recipients "):
+                _, tag, n = command.split()
+                conn.send(summary(tag, int(n)))
+
+        loop.add_reader(conn.fileno(), on_command)
+        ready.send(server.sockets[0].getsockname()[1])
+        await stop.wait()
+        server.close()
+
+    if loop_kind == "uvloop":
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
+
+
+class Sink(sp.Sink):
+    """send_path's sink (same stats(), stop(); no fault injection) that also counts per
+    recipient: recipients(tag, n) says whether tag000000 .. tag(n-1) each got exactly one
+    message since the last call for that tag."""
+
+    def __init__(self, loop_kind: str) -> None:
+        self.loop_kind = loop_kind
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe()
+        ready_recv, ready_send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(
+            target=_recipient_sink_main, args=(child_conn, ready_send, loop_kind), daemon=True
+        )
+        self._proc.start()
+        if not ready_recv.poll(30):
+            self._proc.kill()
+            raise SystemExit("campaign: the SMTP sink did not start within 30 s")
+        self.port = ready_recv.recv()
+
+    def faults(self, on: bool) -> None:
+        raise NotImplementedError("this sink injects no faults")
+
+    def recipients(self, tag: str, n: int) -> dict[str, Any]:
+        self._conn.send(f"recipients {tag} {n}")
+        return self._conn.recv()
+
+
+def recipients_ok(r: dict[str, Any]) -> bool:
+    return r["exactly_once"] == r["expected"] and not r["outside_range"]
+
+
+def recipients_problem(r: dict[str, Any]) -> str:
+    return (
+        f"{r['exactly_once']} of {r['expected']} recipients got exactly one message;"
+        f" {r['missing']} got none (first: {r['missing_first']}),"
+        f" {r['more_than_once']} more than one (first: {r['repeated_first']},"
+        f" at most {r['max_per_recipient']}), {r['outside_range']} outside the audience"
+    )
+
+
 # --------------------------------------------------------------------------- setup
 
 
@@ -374,7 +565,13 @@ def insert_contacts_sqlite(db: Path, settings: Settings, n: int) -> None:
 
 
 def setup(
-    cli: Cli, tmp: Path, db: Path, settings: Settings, n: int, how: str, say: Callable[[str], None]
+    cli: Cli,
+    tmp: Path,
+    db: Path | None,
+    settings: Settings,
+    n: int,
+    how: str,
+    say: Callable[[str], None],
 ) -> tuple[int, dict[str, Any]]:
     """A fresh database with one topic, N subscribed contacts and one draft campaign."""
     figures: dict[str, Any] = {"how": how}
@@ -398,6 +595,7 @@ def setup(
         figures["import_peak_rss_mib"] = round(m.peak_kib()[0] / 1024, 1)
         (tmp / "contacts.csv").unlink()
     else:
+        assert db is not None, "--setup sqlite needs a SQLite database"
         say(f"setup: sqlite3 insert of {n} contacts (untimed) ...")
         t0 = time.perf_counter()
         insert_contacts_sqlite(db, settings, n)
@@ -409,7 +607,8 @@ def setup(
         "--subject", sp.SUBJECT, "--html", "campaign.html", "--json",
     )  # fmt: skip
     campaign_id = int(m.json()["id"])
-    figures["db_mib_before"] = round(_db_bytes(db) / MIB, 1)
+    if db is not None:
+        figures["db_mib_before"] = round(_db_bytes(db) / MIB, 1)
     return campaign_id, figures
 
 
@@ -472,7 +671,7 @@ class Watch:
             self.count = total - self.base_count
 
     def __call__(self, now: float, pid: int) -> None:
-        count = self.sink.stats()["counts"].get(sp.GATEWAY_SENDER, 0) - self.base_count
+        count = sp.gateway_count(self.sink.stats()["counts"]) - self.base_count
         if count > self.count:
             if self.first is None:
                 self.first = now
@@ -618,15 +817,15 @@ def campaign_phase(
             "--output", str(profile), "--", *cmd,
         ]  # fmt: skip
     s0 = sink.stats()
-    watch = Watch(sink, 0.0, db, s0["counts"].get(sp.GATEWAY_SENDER, 0), n)
+    watch = Watch(sink, 0.0, db, sp.gateway_count(s0["counts"]), n)
     busy0, own0 = _cpu_busy(), time.process_time()
     watch.t0 = time.perf_counter()
     m = run_measured(cmd, cli.env, cli.cwd, timeout, tick=0.02, on_tick=watch)
     s1 = sink.stats()
     ours = m.cpu_seconds + (s1["cpu"] - s0["cpu"]) + (time.process_time() - own0)
     other = _other_pct(_cpu_busy() - busy0, ours, m.seconds)
-    watch.final(watch.t0 + m.seconds, s1["counts"].get(sp.GATEWAY_SENDER, 0))
-    got = s1["counts"].get(sp.GATEWAY_SENDER, 0) - s0["counts"].get(sp.GATEWAY_SENDER, 0)
+    watch.final(watch.t0 + m.seconds, sp.gateway_count(s1["counts"]))
+    got = sp.gateway_count(s1["counts"]) - sp.gateway_count(s0["counts"])
     sink_figures = {
         "command": _show(cli.cmd(*args)),
         "received": got,
@@ -636,6 +835,558 @@ def campaign_phase(
     }
     status = m.json() if m.returncode == 0 else None
     return m, watch, sink_figures, status
+
+
+# --------------------------------------------------------------------------- databases
+
+PG_WORDS = ("postgresql", "postgres", "pg")
+PG_PREFIXES = ("postgresql://", "postgres://", "postgresql+asyncpg://", "postgres+asyncpg://")
+TESTS = BENCH.parent / "tests"  # tests/pg.py: the throwaway PostgreSQL cluster of the suite
+
+
+class Target:
+    """Where the gateway's database lives: a fresh SQLite file (the default), or databases
+    the benchmark creates on a PostgreSQL server: a throwaway cluster of its own
+    (`--database postgresql`, tests/pg.py's Cluster, stopped at the end) or the server of a
+    URL (needs CREATEDB; the database named in the URL is only used to connect). The set-up
+    database is "base"; every round of --workers gets a fresh copy of it: a copied file on
+    SQLite, `CREATE DATABASE … TEMPLATE base` on PostgreSQL, dropped after the round."""
+
+    def __init__(self, spec: str | None, tmp: Path) -> None:
+        self.tmp = tmp
+        self.cluster: Any = None
+        self.server = ""
+        self.created: list[str] = []
+        self.prefix = f"gwbench_{secrets.token_hex(3)}"
+        spec = spec or "sqlite"
+        if spec == "sqlite":
+            self.kind, self.path = "sqlite", tmp / "campaign.db"
+        elif spec.startswith("sqlite:///"):
+            self.kind, self.path = "sqlite", Path(spec[len("sqlite:///") :]).resolve()
+            if self.path.exists():
+                raise SystemExit(f"campaign: {self.path} exists: the benchmark needs a new file")
+        elif spec.lower() in PG_WORDS:
+            self.kind, self.path = "postgresql", None
+            sys.path.insert(0, str(TESTS))
+            try:
+                from pg import Cluster  # type: ignore[import-not-found]
+            finally:
+                sys.path.remove(str(TESTS))
+            self.cluster = Cluster().start()
+            self.server = self.cluster.url()
+        elif spec.startswith(PG_PREFIXES):
+            self.kind, self.path = "postgresql", None
+            self.server = "postgresql://" + spec.split("://", 1)[1]
+        else:
+            raise SystemExit(
+                f"campaign: --database {spec!r}: give sqlite, sqlite:///PATH, postgresql "
+                "(a throwaway cluster) or postgresql://USER@HOST:PORT/DB"
+            )
+
+    def describe(self) -> str:
+        if self.kind == "sqlite":
+            return f"SQLite {self.path}"
+        version = self._sql("SHOW server_version")[0][0]
+        where = (
+            f"throwaway cluster on 127.0.0.1:{self.cluster.port} (tests/pg.py: fsync off)"
+            if self.cluster is not None
+            else urlsplit(self.server)._replace(path="", query="").geturl()
+        )
+        return f"PostgreSQL {version.split()[0]}, {where}"
+
+    def _file(self, label: str) -> Path:
+        assert self.path is not None
+        return self.path if label == "base" else self.tmp / f"campaign-{label}.db"
+
+    def _name(self, label: str) -> str:
+        return f"{self.prefix}_{label}"
+
+    def url(self, label: str) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite:///{self._file(label)}"
+        return urlsplit(self.server)._replace(path="/" + self._name(label)).geturl()
+
+    def _sql(self, sql: str, *params: Any) -> list[Any]:
+        import asyncpg
+
+        async def go() -> list[Any]:
+            dsn = urlsplit(self.server)._replace(query="").geturl()
+            conn = await asyncpg.connect(dsn)
+            try:
+                return list(await conn.fetch(sql, *params))
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    def create_base(self) -> str:
+        if self.kind == "postgresql":
+            self._sql(f"CREATE DATABASE {self._name('base')}")
+            self.created.append(self._name("base"))
+        return self.url("base")
+
+    def fresh(self, label: str) -> str:
+        """A copy of the set-up database for one round."""
+        if self.kind == "sqlite":
+            for suffix in ("", "-wal"):
+                source = Path(str(self._file("base")) + suffix)
+                if source.exists():
+                    shutil.copyfile(source, str(self._file(label)) + suffix)
+            return self.url(label)
+        for attempt in range(50):  # the set-up commands' sessions may still be closing
+            try:
+                self._sql(f"CREATE DATABASE {self._name(label)} TEMPLATE {self._name('base')}")
+                break
+            except Exception as exc:
+                if "being accessed by other users" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1)
+        self.created.append(self._name(label))
+        return self.url(label)
+
+    def drop(self, label: str) -> None:
+        if self.kind == "sqlite":
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(str(self._file(label)) + suffix).unlink(missing_ok=True)
+            return
+        self._sql(f"DROP DATABASE IF EXISTS {self._name(label)} WITH (FORCE)")
+        self.created.remove(self._name(label))
+
+    def size(self, label: str) -> int:
+        if self.kind == "sqlite":
+            return _db_bytes(self._file(label))
+        return int(self._sql("SELECT pg_database_size($1)", self._name(label))[0][0])
+
+    def xacts(self, label: str) -> int | None:
+        """Transactions committed and rolled back in one database so far (PostgreSQL)."""
+        if self.kind == "sqlite":
+            return None
+        rows = self._sql(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+            self._name(label),
+        )
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def campaign_state(self, label: str, campaign_id: int) -> str | None:
+        if self.kind == "sqlite":
+            con = sqlite3.connect(self._file(label), timeout=30)
+            try:
+                row = con.execute("SELECT state FROM campaigns WHERE id = ?", (campaign_id,))
+                found = row.fetchone()
+            finally:
+                con.close()
+            return found[0] if found else None
+        import asyncpg
+
+        async def go() -> str | None:
+            conn = await asyncpg.connect(urlsplit(self.url(label))._replace(query="").geturl())
+            try:
+                return await conn.fetchval("SELECT state FROM campaigns WHERE id = $1", campaign_id)
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    def server_cpu(self) -> float | None:
+        """CPU seconds of the throwaway cluster so far: the postmaster, the backends it has
+        reaped and those still alive. None for a server the benchmark did not start."""
+        if self.cluster is None:
+            return None
+        try:
+            pid = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        own = _stat_cpu(pid, children=True)
+        return own + sum(_stat_cpu(kid) for kid in _descendants(pid))
+
+    def close(self) -> None:
+        try:
+            for name in list(self.created):
+                self._sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        except Exception:
+            pass
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+def _stat_cpu(pid: int, children: bool = False) -> float:
+    """utime + stime of a process (+ cutime + cstime: its reaped children), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- several workers
+
+
+def workers_round(
+    cli: Cli,
+    sink: Sink,
+    target: Target,
+    label: str,
+    campaign_id: int,
+    workers: int,
+    concurrency: int,
+    n: int,
+    timeout: float,
+    mode: str,
+) -> dict[str, Any]:
+    """W `gateway worker` processes at once; /proc is sampled every 20 ms (VmHWM of each,
+    the sink's count). until-idle: `--until-idle`, timed from the start of the first to the
+    exit of the last. daemon: no `--until-idle` (workers as `gateway worker` runs in
+    production), timed from the start of the first to the N-th message at the sink; once the
+    campaign is marked done (or 10 s later) each gets SIGTERM and stops gracefully."""
+    daemon = mode == "daemon"
+    cmd = cli.cmd("worker", *([] if daemon else ["--until-idle"]))
+    cmd += ["--json", "--concurrency", str(concurrency)]
+    s0 = sink.stats()
+    base = sp.gateway_count(s0["counts"])
+    xacts0 = target.xacts(label)
+    busy0, own0, db0 = _cpu_busy(), time.process_time(), target.server_cpu()
+    inherited = _own_peak_reset()
+    outputs = [
+        (cli.cwd / f".worker-{i}-{secrets.token_hex(3)}.out", cli.cwd / f".worker-{i}.err")
+        for i in range(workers)
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+    t0 = time.perf_counter()
+    for out_path, err_path in outputs:
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=cli.env, cwd=cli.cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+                )
+            )
+    live = {p.pid: i for i, p in enumerate(procs)}
+    ends = [0.0] * workers
+    codes = [0] * workers
+    cpu = [0.0] * workers
+    maxrss = [0] * workers
+    hwm = [0] * workers
+    first: float | None = None
+    last: float | None = None
+    count = 0
+    timed_out = False
+    reached: float | None = None  # daemon: when the sink had all N
+    stopped: float | None = None  # daemon: when SIGTERM was sent
+    next_poll = 0.0
+    while live:
+        for pid, i in list(live.items()):
+            got, status, usage = os.wait4(pid, os.WNOHANG)
+            if got:
+                ends[i] = time.perf_counter() - t0
+                codes[i] = os.waitstatus_to_exitcode(status)
+                procs[i].returncode = codes[i]  # reaped here, not by Popen
+                cpu[i] = usage.ru_utime + usage.ru_stime
+                maxrss[i] = usage.ru_maxrss
+                del live[pid]
+            else:
+                hwm[i] = max(hwm[i], _proc_status(pid).get("VmHWM", 0))
+        now = time.perf_counter()
+        got_now = sp.gateway_count(sink.stats()["counts"]) - base
+        if got_now > count:
+            first = first or now
+            last = now
+            count = got_now
+        if daemon and reached is None and count >= n:
+            reached = now
+        if daemon and reached is not None and stopped is None and now >= next_poll:
+            next_poll = now + 0.2
+            if now - reached > 10 or target.campaign_state(label, campaign_id) == "done":
+                stopped = now
+                for pid in live:
+                    os.kill(pid, signal.SIGTERM)
+        if live and now - t0 > timeout:
+            timed_out = True
+            for pid in live:
+                os.kill(pid, 9)
+            continue  # reaped on the next pass
+        if live:
+            time.sleep(0.02)
+    wall = max(ends)
+    s1 = sink.stats()
+    received = sp.gateway_count(s1["counts"]) - base
+    if received > count:  # arrived after the last sample
+        first = first or t0 + wall
+        last = t0 + wall
+    seconds = (last - t0 if last else wall) if daemon else wall
+    xacts1 = target.xacts(label)
+    db1 = target.server_cpu()
+    sink_cpu = s1["cpu"] - s0["cpu"]
+    db_cpu = (db1 - db0) if db0 is not None and db1 is not None else None
+    ours = sum(cpu) + sink_cpu + (time.process_time() - own0) + (db_cpu or 0.0)
+    per_worker = []
+    for i, (out_path, err_path) in enumerate(outputs):
+        stdout = out_path.read_text(encoding="utf-8", errors="replace")
+        stderr = err_path.read_text(encoding="utf-8", errors="replace")
+        out_path.unlink()
+        err_path.unlink()
+        m = Measured(cmd, codes[i], ends[i], maxrss[i], cpu[i], hwm[i], inherited, 1, stdout)
+        peak, source = m.peak_kib()
+        try:
+            stats = m.json() if codes[i] == 0 else None
+        except SystemExit:
+            stats = None
+        per_worker.append(
+            {
+                "exit_s": round(ends[i], 2),
+                "returncode": codes[i],
+                "stats": stats,
+                "sent": (stats or {}).get("sent"),
+                "peak_rss_mib": round(peak / 1024, 1),
+                "peak_source": source,
+                "cpu_s": round(cpu[i], 2),
+                "stderr_tail": stderr[-600:].strip() if codes[i] else "",
+            }
+        )
+    rate = received / seconds if seconds else 0.0
+    xacts = xacts1 - xacts0 if xacts0 is not None and xacts1 is not None else None
+    return {
+        "workers": workers,
+        "mode": mode,
+        "command": _show(cmd),
+        "seconds": round(seconds, 3),
+        "wall_seconds": round(wall, 3),
+        "stopped_at_s": round(stopped - t0, 2) if stopped else None,
+        "db_transactions": xacts,
+        "db_transactions_per_msg": round(xacts / n, 2) if xacts is not None else None,
+        "rate": round(n / seconds, 1),
+        "received_rate": round(rate, 1),
+        "first_delivery_s": round(first - t0, 2) if first else None,
+        "last_delivery_s": round(last - t0, 2) if last else None,
+        "delivery_only_rate": (
+            round(received / (last - first), 1) if first and last and last > first else None
+        ),
+        "sink_received": received,
+        "avg_message_bytes": round((s1["bytes"] - s0["bytes"]) / max(received, 1)),
+        "timed_out": timed_out,
+        "per_worker": per_worker,
+        "peak_rss_mib_max": max(w["peak_rss_mib"] for w in per_worker),
+        "cpu_workers_pct": round(100 * sum(cpu) / wall, 1),
+        "cpu_workers_us_per_msg": round(1e6 * sum(cpu) / n, 1),
+        "cpu_sink_pct": round(100 * sink_cpu / wall, 1),
+        "cpu_db_pct": round(100 * db_cpu / wall, 1) if db_cpu is not None else None,
+        "cpu_db_us_per_msg": round(1e6 * db_cpu / n, 1) if db_cpu is not None else None,
+        "cpu_other_pct": _other_pct(_cpu_busy() - busy0, ours, wall),
+    }
+
+
+def run_workers(
+    args: argparse.Namespace, sink: Sink, tmp: Path, say: Callable[[str], None]
+) -> tuple[dict[str, Any], list[str]]:
+    """--workers (always on PostgreSQL): set up once, then for each worker count a fresh copy
+    of the set-up database, `campaign send ID --detach`, and W workers until idle."""
+    n, c = args.n, args.concurrency or CLI_DEFAULT_CONCURRENCY
+    load = [round(x, 2) for x in os.getloadavg()]
+    notes: list[str] = []
+    failures: list[str] = []
+    target = Target(args.database, tmp)
+    try:
+        database = target.describe()
+        say(f"database: {database}")
+        base_url = target.create_base()
+        gw_env = sp.gateway_env(tmp, "unused.db", sink.port, {"GATEWAY_DATABASE_URL": base_url})
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(gw_env)
+        settings = Settings.from_env(gw_env)
+        cli = Cli(env, tmp)
+        campaign_id, setup_figures = setup(
+            cli, tmp, target.path if target.kind == "sqlite" else None, settings, n,
+            args.setup, say,
+        )  # fmt: skip
+        setup_figures["db_mib_before"] = round(target.size("base") / MIB, 1)
+        timeout = args.timeout or 300 + 0.01 * n
+        rounds: list[dict[str, Any]] = []
+        for k, w in enumerate(args.workers):
+            label = f"r{k + 1}_w{w}"
+            t0 = time.perf_counter()
+            url = target.fresh(label)
+            fresh_s = time.perf_counter() - t0
+            rcli = Cli({**env, "GATEWAY_DATABASE_URL": url}, tmp)
+            sink.recipients("kh", n)  # forget whatever came before (nothing should have)
+            detach = rcli.run("campaign", "send", str(campaign_id), "--detach", "--json")
+            flag = "--until-idle " if args.worker_mode == "until-idle" else ""
+            say(f"round {k + 1}: {w} x `gateway worker {flag}--concurrency {c}`, N={n} ...")
+            r = workers_round(
+                rcli, sink, target, label, campaign_id, w, c, n, timeout, args.worker_mode
+            )
+            r["fresh_database_s"] = round(fresh_s, 2)
+            r["detach_s"] = round(detach.seconds, 2)
+            r["detach_state"] = detach.json().get("state")
+            r["recipients"] = sink.recipients("kh", n)
+            status = rcli.run("campaign", "status", str(campaign_id), "--json", check=False)
+            r["status"] = status.json() if status.returncode == 0 else None
+            r["db_mib_after"] = round(target.size(label) / MIB, 1)
+            r["failures"] = round_failures(r, n)
+            failures += [f"{w} worker(s): {f}" for f in r["failures"]]
+            if not args.keep or target.kind == "postgresql":
+                target.drop(label)
+            rounds.append(r)
+            say(
+                f"  {r['rate']:.0f} msg/s in {r['seconds']:.2f} s,"
+                f" {'OK' if not r['failures'] else 'FAILED: ' + '; '.join(r['failures'])}"
+            )
+    finally:
+        target.close()
+
+    say(f"rendering {min(n, args.raw_pool)} baseline bodies for {n} messages (untimed) ...")
+    messages, raw_size = build_raw(settings, n, args.raw_pool)
+    say(f"raw baseline: aiosmtplib, {n} messages, {c} connections ...")
+    sink.recipients("raw", n)
+    busy0 = _cpu_busy()
+    with sp.Window(sink) as raw:
+        asyncio.run(raw_phase(sink.port, messages, c))
+    raw_other = _other_pct(_cpu_busy() - busy0, raw.cpu + raw.sink_cpu, raw.seconds)
+    del messages
+    raw_recipients = sink.recipients("raw", n)
+    if raw.sink_counts.get(sp.RAW_SENDER, 0) != n or not recipients_ok(raw_recipients):
+        failures.append(f"raw: {recipients_problem(raw_recipients)}")
+    raw_rate = n / raw.seconds
+    for r in rounds:
+        r["ratio"] = round(r["rate"] / raw_rate, 3)
+    for phase, pct in [("raw baseline", raw_other)] + [
+        (f"{r['workers']}-worker round", r["cpu_other_pct"]) for r in rounds
+    ]:
+        if pct >= 15:
+            notes.append(
+                f"other processes used {pct:.0f}% of a core during the {phase}: "
+                "its figures are disturbed, run again on a quiet machine"
+            )
+    result: dict[str, Any] = {
+        "mode": "workers",
+        "worker_mode": args.worker_mode,
+        "n": n,
+        "concurrency": c,
+        "database": database,
+        "database_kind": target.kind,
+        "reset": (
+            "each round on a fresh copy of the set-up database ("
+            + ("CREATE DATABASE … TEMPLATE" if target.kind == "postgresql" else "copied file")
+            + "): same contacts, same draft campaign"
+        ),
+        "cores": os.cpu_count(),
+        "loadavg_at_start": load,
+        "python": sys.version.split()[0],
+        "commit": sp._commit(),
+        "sink_loop": args.sink_loop,
+        "campaign_id": campaign_id,
+        "setup": setup_figures,
+        "raw": {
+            "seconds": round(raw.seconds, 3),
+            "rate": round(raw_rate, 1),
+            "connections": c,
+            "avg_message_bytes": round(raw_size),
+            **raw.usage(n),
+            "cpu_other_pct": raw_other,
+            "recipients": raw_recipients,
+        },
+        "rounds": rounds,
+        "notes": notes,
+        "ok": not failures,
+        "failures": failures,
+    }
+    return result, []
+
+
+def round_failures(r: dict[str, Any], n: int) -> list[str]:
+    found = []
+    if r["timed_out"]:
+        found.append(f"killed after {r['seconds']:.0f} s")
+    for i, w in enumerate(r["per_worker"]):
+        if w["returncode"] != 0:
+            found.append(f"worker {i + 1} exited {w['returncode']}: {w['stderr_tail'][-300:]}")
+    if r["sink_received"] != n:
+        found.append(f"the sink received {r['sink_received']} messages from the gateway, not {n}")
+    if not recipients_ok(r["recipients"]):
+        found.append(recipients_problem(r["recipients"]))
+    sent = [w["sent"] for w in r["per_worker"]]
+    if None not in sent and sum(sent) != n:
+        found.append(f"the workers say they sent {sum(sent)} ({sent}), not {n}")
+    status = r["status"]
+    if status is None:
+        found.append("`campaign status --json` failed")
+    else:
+        others = {k: v for k, v in status["counts"].items() if k != "sent" and v}
+        if status["state"] != "done" or status["counts"].get("sent") != n or others:
+            found.append(
+                f"`campaign status` says {status['state']}, counts {status['counts']},"
+                f" not done with sent {n}"
+            )
+    return found
+
+
+def human_workers(r: dict[str, Any]) -> str:
+    raw, s = r["raw"], r["setup"]
+    lines = [
+        f"campaign, several workers: N={r['n']} database={r['database']}"
+        f" concurrency={r['concurrency']} per worker cores={r['cores']}"
+        f" load={r['loadavg_at_start'][0]} python={r['python']} sink loop={r['sink_loop']}"
+        f" commit={r['commit']}",
+    ]
+    if s["how"] == "import":
+        lines.append(
+            f"  setup (untimed)   init {s['init_seconds']:.1f} s, `gateway contacts import`"
+            f" {s['import_seconds']:.1f} s = {s['import_rate']} contacts/s, db {s['db_mib_before']} MiB"
+        )
+    else:
+        lines.append(
+            f"  setup (untimed)   init {s['init_seconds']:.1f} s, sqlite3 insert"
+            f" {s['insert_seconds']:.1f} s, db {s['db_mib_before']} MiB"
+        )
+    lines += [
+        f"  reset             {r['reset']}; then `gateway campaign send {r['campaign_id']} --detach`"
+        f" (untimed) and W x `{r['rounds'][0]['command'] if r['rounds'] else 'gateway worker'}` at once",
+        f"  raw aiosmtplib    {raw['rate']:8.0f} msg/s  {raw['seconds']:7.2f} s"
+        f"  {raw['connections']} connections, {raw['avg_message_bytes']} B/msg,"
+        f" cpu client {raw['cpu_client_pct']:.0f}%, sink {raw['cpu_sink_pct']:.0f}%,"
+        f" other processes {raw['cpu_other_pct']:.0f}%",
+        "",
+        f"  {'workers':>7} {'msg/s':>7} {'ratio':>6} {'seconds':>8} {'1st->last':>9}"
+        f" {'exits at (s)':>18} {'sent per worker':>22} {'RSS MiB/worker':>15}"
+        f" {'cpu wrk':>7} {'us/msg':>6} {'db':>5} {'sink':>5} {'other':>5} {'db xact/msg':>11}  check",
+    ]
+    for g in r["rounds"]:
+        w = g["per_worker"]
+        db = f"{g['cpu_db_pct']:.0f}%" if g["cpu_db_pct"] is not None else "-"
+        exits = ",".join(f"{x['exit_s']:.1f}" for x in w)
+        sent = ",".join(str(x["sent"]) for x in w)
+        rss = ",".join(f"{x['peak_rss_mib']:.0f}" for x in w)
+        lines.append(
+            f"  {g['workers']:>7} {g['rate']:7.0f} {g['ratio']:6.2f} {g['seconds']:8.2f}"
+            f" {g['delivery_only_rate'] or 0:9.0f}"
+            f" {exits:>18} {sent:>22} {rss:>15}"
+            f" {g['cpu_workers_pct']:6.0f}% {g['cpu_workers_us_per_msg']:6.0f} {db:>5}"
+            f" {g['cpu_sink_pct']:4.0f}% {g['cpu_other_pct']:4.0f}%"
+            f" {g['db_transactions_per_msg'] if g['db_transactions_per_msg'] is not None else '-':>11}"
+            f"  {'OK' if not g['failures'] else 'FAILED'}"
+        )
+    lines += [
+        "",
+        (
+            "  msg/s = N / (first worker start .. last worker exit)"
+            if r["worker_mode"] == "until-idle"
+            else "  msg/s = N / (first worker start .. N-th message at the sink; SIGTERM once"
+            " the campaign is done, exits after that)"
+        )
+        + "; ratio = that / raw;"
+        " 1st->last = rate between the first and the last delivery the sink saw;"
+        " cpu in % of one core (wrk: all workers; db: the PostgreSQL cluster, when the bench"
+        " started it; other: every other process on the machine), over first start .. last exit;"
+        " us/msg: workers' CPU per message; db xact/msg: PostgreSQL transactions in the round's"
+        " database per message (pg_stat_database)",
+        "  check: the sink got exactly N messages from the gateway, every recipient exactly"
+        " once; the workers' sent counts add up to N; `campaign status` done, sent N",
+    ]
+    lines += [f"  note: {note}" for note in r["notes"]]
+    lines.append("  checks: " + ("OK" if r["ok"] else "FAILED"))
+    lines += [f"  FAILURE: {f}" for f in r["failures"]]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- main
@@ -680,6 +1431,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         help="seconds `campaign send` may take before it is killed (default 300 + 10 ms * N)",
     )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="sqlite (default: a new file in the temporary directory), sqlite:///NEW_FILE, "
+        "postgresql (start a throwaway cluster with tests/pg.py, stopped at the end) or "
+        "postgresql://USER@HOST:PORT/DB (the benchmark creates and drops its own databases "
+        "on that server; needs CREATEDB). PostgreSQL runs --workers (default 1,2,4)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_worker_counts,
+        metavar="N[,N...]",
+        help="instead of `campaign send` in one process: for each count W, a fresh copy of "
+        "the set-up database, `campaign send ID --detach`, then W `gateway worker "
+        "--until-idle` processes at once (default on PostgreSQL: 1,2,4)",
+    )
+    parser.add_argument(
+        "--worker-mode",
+        choices=("until-idle", "daemon"),
+        default="until-idle",
+        help="with --workers: `gateway worker --until-idle`, timed to the last exit (default),"
+        " or `gateway worker` as run in production, timed to the N-th message at the sink and"
+        " stopped with SIGTERM once the campaign is done",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     parser.add_argument(
         "--py-spy",
@@ -699,17 +1474,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--n, --concurrency and --raw-pool must be at least 1")
     if args.py_spy and not PY_SPY.exists():
         parser.error(f"--py-spy needs {PY_SPY} (`.venv/bin/pip install py-spy`)")
+    database = args.database or "sqlite"
+    on_pg = database.lower() in PG_WORDS or database.startswith(PG_PREFIXES)
+    if on_pg and args.workers is None:
+        args.workers = [1, 2, 4]
+    if on_pg and args.setup == "sqlite":
+        parser.error("--setup sqlite needs a SQLite database")
+    if args.workers is not None and args.py_spy:
+        parser.error("--py-spy profiles the one `campaign send` process: not with --workers")
     return args
 
 
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("worker counts must be at least 1")
+    return counts
+
+
 def run(
-    args: argparse.Namespace, sink: sp.Sink, tmp: Path, say: Callable[[str], None]
+    args: argparse.Namespace, sink: Sink, tmp: Path, say: Callable[[str], None]
 ) -> tuple[dict[str, Any], list[str]]:
+    if args.workers is not None:
+        return run_workers(args, sink, tmp, say)
     n = args.n
-    db = tmp / "campaign.db"
+    db = Target(args.database, tmp).path
+    assert db is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(sp.gateway_env(tmp, db.name, sink.port))
-    settings = Settings.from_env(sp.gateway_env(tmp, db.name, sink.port))
+    env.update(sp.gateway_env(tmp, str(db), sink.port))
+    settings = Settings.from_env(sp.gateway_env(tmp, str(db), sink.port))
     cli = Cli(env, tmp)
     notes: list[str] = []
     load = [round(x, 2) for x in os.getloadavg()]
@@ -737,19 +1533,23 @@ def run(
     if args.py_spy:
         profile_file = args.profile_out or (tmp / "campaign.pyspy.txt")
     say(f"gateway: `gateway campaign send {campaign_id}` to {n} contacts ...")
+    sink.recipients("kh", n)  # forget whatever came before (nothing should have)
     m, watch, sink_figures, final = campaign_phase(
         cli, sink, campaign_id, db, n, passed, timeout, profile_file, args.py_spy_rate
     )
+    recipients = sink.recipients("kh", n)
 
     say(f"rendering {min(n, args.raw_pool)} baseline bodies for {n} messages (untimed) ...")
     messages, raw_size = build_raw(settings, n, args.raw_pool)
     say(f"raw baseline: aiosmtplib, {n} messages, {c} connections ...")
+    sink.recipients("raw", n)
     busy0 = _cpu_busy()
     with sp.Window(sink) as raw:
         asyncio.run(raw_phase(sink.port, messages, c))
     raw_other = _other_pct(_cpu_busy() - busy0, raw.cpu + raw.sink_cpu, raw.seconds)
     del messages
     raw_got = raw.sink_counts.get(sp.RAW_SENDER, 0)
+    raw_recipients = sink.recipients("raw", n)
 
     reports: list[str] = []
     profile_data = None
@@ -782,6 +1582,10 @@ def run(
         failures.append(
             f"the sink received {sink_figures['received']} messages from the gateway, not {n}"
         )
+    if not recipients_ok(recipients):
+        failures.append(f"campaign: {recipients_problem(recipients)}")
+    if not recipients_ok(raw_recipients):
+        failures.append(f"raw: {recipients_problem(raw_recipients)}")
     if status_data is None:
         failures.append(f"`campaign status --json` failed: {status.stderr[-300:].strip()}")
     else:
@@ -800,6 +1604,7 @@ def run(
     gw_bytes = sink_figures["bytes"] / max(sink_figures["received"], 1)
     result: dict[str, Any] = {
         "n": n,
+        "database": f"SQLite {db}",
         "concurrency": c,
         "concurrency_flag": has_flag,
         "cores": os.cpu_count(),
@@ -816,6 +1621,7 @@ def run(
             "avg_message_bytes": round(raw_size),
             **raw.usage(n),
             "cpu_other_pct": raw_other,
+            "recipients": raw_recipients,
         },
         "campaign": {
             "command": sink_figures["command"],
@@ -856,6 +1662,7 @@ def run(
             "db_peak_mib": round(watch.db_peak / MIB, 1),
             "db_after_mib": round(_db_bytes(db) / MIB, 1),
             "sink_received": sink_figures["received"],
+            "recipients": recipients,
             "final_status": final,
             "rss_timeline": watch.samples,
         },
@@ -928,7 +1735,8 @@ def human(r: dict[str, Any]) -> str:
     lines.append(
         "  checks: "
         + (
-            "OK: the sink got exactly N gateway and N baseline messages; campaign done, sent N"
+            "OK: the sink got exactly N gateway and N baseline messages, every recipient"
+            " exactly once; campaign done, sent N"
             if r["ok"]
             else "FAILED"
         )
@@ -947,7 +1755,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not GATEWAY.exists():
         raise SystemExit(f"campaign: {GATEWAY} not found: install the package into the venv")
-    sink = sp.Sink(args.sink_loop)
+    sink = Sink(args.sink_loop)
     tmp = Path(tempfile.mkdtemp(prefix="gw-campaign-"))
     try:
         result, reports = run(args, sink, tmp, say)
@@ -961,6 +1769,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report, file=report_out)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
+    elif result.get("mode") == "workers":
+        print(human_workers(result))
     else:
         print(human(result))
     if not result["ok"]:
