@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,6 +21,9 @@ log = logging.getLogger("gateway.worker")
 
 
 DAY = 86400.0
+
+# A claimed batch, ready to hand over, and the rows that could not be made ready (id: why).
+Claimed = tuple[list[OutboxItem], dict[int, str]]
 
 
 @dataclass
@@ -94,18 +97,19 @@ class Worker:
         stop: asyncio.Event | None = None,
         progress: Callable[[WorkerStats], Any] | None = None,
     ) -> WorkerStats:
-        """Deliver until idle or stopped. The database work of one batch overlaps the SMTP
-        work of another: the next batch is claimed, and the last one recorded, while the
-        current one is on the wire. The suppression recheck is not moved earlier: it runs
-        for each batch right before that batch is handed over (ST-1)."""
+        """Deliver until idle or stopped. The work of one batch overlaps the SMTP work of
+        another: the next batch is claimed, rendered and DKIM-signed (in a thread: OpenSSL
+        runs beside the event loop), and the last one recorded, while the current one is on
+        the wire. The suppression recheck is not moved earlier: it runs for each batch right
+        before that batch is handed over (ST-1)."""
         stop = stop or asyncio.Event()
         async with self.store.connection():
-            claiming: asyncio.Task[list[OutboxItem]] | None = asyncio.create_task(self._claim())
+            claiming: asyncio.Task[Claimed] | None = asyncio.create_task(self._claim())
             recording: asyncio.Task[None] | None = None
             last = Batch()
             try:
                 while claiming is not None:
-                    items = await claiming
+                    items, unusable = await claiming
                     claiming = None
                     if items:
                         # The frequency cap counts the last batch's marketing mail as sent
@@ -115,7 +119,7 @@ class Worker:
                             if recording is not None and not recording.done()
                             else []
                         )
-                        batch = await self._recheck(items, unrecorded)
+                        batch = await self._recheck(items, unrecorded, unusable)
                         if not stop.is_set():
                             claiming = asyncio.create_task(self._claim())
                         outcomes = await self.transport.deliver(
@@ -165,14 +169,49 @@ class Worker:
         if self.wake is not None:
             self.wake.clear()
 
-    async def _claim(self) -> list[OutboxItem]:
+    async def _claim(self) -> Claimed:
         items = await self.store.claim(self.batch_size, self.lease_seconds, time.time())
         self.stats.claimed += len(items)
-        return items
+        return await self._prepare(items)
 
-    async def _recheck(self, items: list[OutboxItem], unrecorded: Sequence[str] = ()) -> Batch:
+    async def _prepare(self, items: list[OutboxItem]) -> Claimed:
+        """The exact bytes to hand over: rows queued as a template are rendered, then every
+        message is DKIM-signed, last of all (LU-5). Rows that cannot be are returned apart
+        with the reason (one bad row must not stop the batch)."""
+        unusable: dict[int, str] = {}
+        ready: list[OutboxItem] = []
+        for item in items:
+            if item.raw is None:
+                try:
+                    if self.render is None or item.template is None:
+                        raise ValueError("no renderer for a message queued as a template")
+                    item = replace(item, raw=await self.render(item))
+                except Exception as exc:
+                    log.exception("a message queued as a template could not be rendered")
+                    unusable[item.id] = f"could not be rendered: {exc}"
+            ready.append(item)
+        if self.sign is not None:
+            todo = [i for i in ready if i.id not in unusable]
+            signed = await asyncio.to_thread(_sign_all, self.sign, [i.raw or b"" for i in todo])
+            by_id: dict[int, OutboxItem] = {}
+            for item, result in zip(todo, signed, strict=True):
+                if isinstance(result, Exception):
+                    log.error("a message could not be DKIM-signed: %s", result)
+                    unusable[item.id] = f"could not be signed: {result}"
+                else:
+                    by_id[item.id] = replace(item, raw=result)
+            ready = [by_id.get(i.id, i) for i in ready]
+        return ready, unusable
+
+    async def _recheck(
+        self,
+        items: list[OutboxItem],
+        unrecorded: Sequence[str] = (),
+        unusable: Mapping[int, str] | None = None,
+    ) -> Batch:
         """ST-1: a refusal may have arrived after the message was accepted. AD-3: a fourth
         marketing message to one address within 24 hours waits for the window to open."""
+        unusable = unusable or {}
         standings = await self.store.standings(
             {item.email: self.signer.address_hashes(item.email) for item in items}
         )
@@ -192,18 +231,10 @@ class Worker:
                     entry.update(email=None, contact_id=None)
                 batch.logs.append(entry)
                 continue
-            if item.raw is None:
-                try:
-                    if self.render is None or item.template is None:
-                        raise ValueError("no renderer for a message queued as a template")
-                    item = replace(item, raw=await self.render(item))
-                except Exception as exc:  # one bad row must not stop the batch
-                    log.exception("a message queued as a template could not be rendered")
-                    batch.failed.append((item.id, f"could not be rendered: {exc}"))
-                    batch.logs.append(
-                        self._log(item, "failed", f"could not be rendered: {exc}", now)
-                    )
-                    continue
+            if item.id in unusable:
+                batch.failed.append((item.id, unusable[item.id]))
+                batch.logs.append(self._log(item, "failed", unusable[item.id], now))
+                continue
             if item.category == "marketing":
                 times = recent.setdefault(item.email, [])
                 if len(times) >= cap:
@@ -213,14 +244,6 @@ class Worker:
                     )
                     continue
                 times.append(now)  # counts for the rest of this batch
-            if self.sign is not None:
-                try:
-                    item = replace(item, raw=self.sign(item.raw or b""))
-                except Exception as exc:
-                    log.exception("a message could not be DKIM-signed")
-                    batch.failed.append((item.id, f"could not be signed: {exc}"))
-                    batch.logs.append(self._log(item, "failed", f"could not be signed: {exc}", now))
-                    continue
             batch.deliver.append(item)
         return batch
 
@@ -309,6 +332,17 @@ class Worker:
             "reason": reason,
             "created_at": now,
         }
+
+
+def _sign_all(sign: Callable[[bytes], bytes], messages: list[bytes]) -> list[bytes | Exception]:
+    """Runs in a thread: the RSA or Ed25519 operation releases the GIL."""
+    out: list[bytes | Exception] = []
+    for data in messages:
+        try:
+            out.append(sign(data))
+        except Exception as exc:
+            out.append(exc)
+    return out
 
 
 def _describe(outcome: Outcome) -> str:
