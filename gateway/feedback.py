@@ -169,14 +169,14 @@ class Feedback:
             log.info("inbound report skipped: %s", report.reason)
             return Ingested("unreadable", reason=report.reason)
         message = await self._match(recipients, report.message_ids)
-        events = self._events(report, message, trusted)
-        if not events and trusted and report.kind in ("dsn", "detected"):
-            events = await self._recent_failures(report)
+        events = self._events(report, message)
+        if message is None and trusted:
+            events = await self._recent(report)
         if not events:
             reason = report.reason or "nothing to act on"
-            if message is None and report.kind != "arf":
+            if message is None:
                 reason = "no signed return path or known Message-ID: " + reason
-            return Ingested(report.kind if report.kind else "ignored", reason=reason)
+            return Ingested(report.kind, reason=reason)
         async with self.store.transaction():
             actions = await self.apply(events)
         return Ingested(report.kind, actions=actions, reason=report.reason)
@@ -194,7 +194,7 @@ class Feedback:
                 return found
         return None
 
-    def _events(self, report: bounces.Report, message: dict | None, trusted: bool) -> list[Event]:
+    def _events(self, report: bounces.Report, message: dict | None) -> list[Event]:
         if message is None:
             return []
         email, mid, oid = message["email"], message["message_id"], message["id"]
@@ -211,11 +211,20 @@ class Feedback:
             if f.kind in ("hard", "soft", "policy")
         ]
 
-    async def _recent_failures(self, report: bounces.Report) -> list[Event]:
+    async def _recent(self, report: bounces.Report) -> list[Event]:
+        """A report tied to none of our messages, from the operator's own mailbox: act on
+        the addresses it names if the gateway mailed them in the last 30 days (BN-5)."""
+        if report.kind == "arf":
+            abuse = (report.feedback_type or "").lower() == "abuse"
+            named = [report.complainant] if abuse and report.complainant else []
+            mailed = await self.store.mailed_since(named, time.time() - RECENT)
+            return [
+                Event(a, "complaint", "arf", None, "abuse report") for a in named if a in mailed
+            ]
         failures = [f for f in report.failures if f.kind in ("hard", "soft", "policy")]
         mailed = await self.store.mailed_since([f.address for f in failures], time.time() - RECENT)
         return [
-            Event(f.address, f.kind, "detected", f.status, f.diagnostic)
+            Event(f.address, f.kind, report.kind, f.status, f.diagnostic)
             for f in failures
             if f.address in mailed
         ]

@@ -255,6 +255,23 @@ async def test_bn5_ingest_acts_on_a_detected_bounce_only_for_an_address_mailed_l
         assert await suppressed(gw) == {"gone@example.vn": "hard_bounce"}
 
 
+async def test_bn4_bn5_a_complaint_from_the_operators_mailbox_without_our_message_id(
+    gw: Gateway, smtp
+):
+    """Many feedback loops strip the original's headers. From the operator's own mailbox
+    the named recipient is enough if we mailed them lately; a stranger is left alone."""
+    await mailed(gw, smtp, "angry@example.vn", marketing=True)
+    unknown = "<rewritten-by-the-isp@fbl.example.vn>"
+    result = await gw.ingest(arf("angry@example.vn", unknown), trusted=True)
+    assert result.actions and await suppressed(gw) == {"angry@example.vn": "complaint"}
+    stranger = await gw.ingest(arf("stranger@example.vn", unknown), trusted=True)
+    assert not stranger.actions
+    # The public listener's way (untrusted) never acts on such a report.
+    await mailed(gw, smtp, "other@example.vn", marketing=True)
+    public = await gw.ingest(arf("other@example.vn", unknown))
+    assert not public.actions and "other@example.vn" not in await suppressed(gw)
+
+
 def test_ingest_of_a_missing_file_is_one_line(env: dict[str, str], capsys, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
