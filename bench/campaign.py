@@ -96,9 +96,7 @@ import argparse
 import asyncio
 import csv
 import json
-import multiprocessing
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -349,144 +347,14 @@ def campaign_send_has_concurrency(cli: Cli) -> bool:
 
 # --------------------------------------------------------------------------- the sink
 
+
 # `kh000123@example.vn` -> tag "kh", number 123: how every address of the bench is spelled.
-RECIPIENT = re.compile(r"([a-z]+)(\d{1,8})@example\.vn")
-OTHER_RECIPIENTS_KEPT = 10_000  # addresses outside that pattern counted one by one, at most
-
-
-def _recipient_sink_main(conn: Any, ready: Any, loop_kind: str) -> None:
-    """Child process: send_path's discarding aiosmtpd sink (counts messages and bytes per
-    envelope sender), which also counts messages per recipient, so a run can tell that every
-    recipient got exactly one. One byte per recipient (a bytearray per tag, indexed by the
-    address's number; saturates at 255): 1 MiB for a million contacts.
-    Commands on `conn`: "stats", "stop", "recipients TAG N" (summary of TAG's 0..N-1, then
-    forgotten)."""
-    from aiosmtpd.smtp import SMTP
-
-    counts: dict[str, int] = {}
-    received_bytes = [0]
-    seen: dict[str, bytearray] = {}
-    other: dict[str, int] = {}
-    other_overflow = [0]
-
-    def count(address: str) -> None:
-        m = RECIPIENT.fullmatch(address.lower())
-        if m is None:
-            if address in other or len(other) < OTHER_RECIPIENTS_KEPT:
-                other[address] = other.get(address, 0) + 1
-            else:
-                other_overflow[0] += 1
-            return
-        tag, i = m.group(1), int(m.group(2))
-        arr = seen.get(tag)
-        if arr is None:
-            arr = seen[tag] = bytearray()
-        if i >= len(arr):
-            arr.extend(bytes(max(i + 1 - len(arr), len(arr))))  # doubles: amortized O(1)
-        if arr[i] < 255:
-            arr[i] += 1
-
-    def summary(tag: str, n: int) -> dict[str, Any]:
-        arr = seen.pop(tag, bytearray())
-        window = bytes(arr[:n]) + bytes(max(n - len(arr), 0))
-        beyond = bytes(arr[n:])
-        once, missing = window.count(1), window.count(0)
-        many = n - once - missing
-        return {
-            "expected": n,
-            "distinct": n - missing,
-            "exactly_once": once,
-            "missing": missing,
-            "more_than_once": many,
-            "max_per_recipient": max(window, default=0),
-            "outside_range": len(beyond) - beyond.count(0),
-            "missing_first": [i for i, v in enumerate(window) if v == 0][:5] if missing else [],
-            "repeated_first": [i for i, v in enumerate(window) if v > 1][:5] if many else [],
-            "unrecognized": sum(other.values()) + other_overflow[0],
-        }
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            local, at, domain = envelope.mail_from.rpartition("@")
-            sender = f"{local.split('+', 1)[0]}{at}{domain}"  # VERP: one key per sender
-            counts[sender] = counts.get(sender, 0) + 1
-            received_bytes[0] += len(envelope.original_content or b"")
-            for rcpt in envelope.rcpt_tos:
-                count(rcpt)
-            return "250 OK"
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        handler = Handler()
-        server = await loop.create_server(
-            lambda: SMTP(
-                handler,
-                decode_data=False,
-                enable_SMTPUTF8=True,
-                hostname="localhost",  # no getfqdn() per connection
-                data_size_limit=None,
-                loop=loop,
-            ),
-            sp.HOST,
-            0,
-        )
-        stop = asyncio.Event()
-
-        def on_command() -> None:
-            try:
-                command = conn.recv()
-            except EOFError:
-                command = "stop"
-            if command == "stats":
-                conn.send(
-                    {
-                        "counts": dict(counts),
-                        "faults": {},
-                        "bytes": received_bytes[0],
-                        "cpu": time.process_time(),
-                        "wall": time.perf_counter(),
-                    }
-                )
-            elif command == "stop":
-                stop.set()
-            elif command.startswith("recipients "):
-                _, tag, n = command.split()
-                conn.send(summary(tag, int(n)))
-
-        loop.add_reader(conn.fileno(), on_command)
-        ready.send(server.sockets[0].getsockname()[1])
-        await stop.wait()
-        server.close()
-
-    if loop_kind == "uvloop":
-        import uvloop
-
-        uvloop.run(serve())
-    else:
-        asyncio.run(serve())
-
-
 class Sink(sp.Sink):
-    """send_path's sink (same stats(), stop(); no fault injection) that also counts per
-    recipient: recipients(tag, n) says whether tag000000 .. tag(n-1) each got exactly one
-    message since the last call for that tag."""
+    """send_path's sink, counting per recipient too: recipients(tag, n) says whether
+    tag000000 .. tag(n-1) each got exactly one message since the last call for that tag."""
 
     def __init__(self, loop_kind: str) -> None:
-        self.loop_kind = loop_kind
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe()
-        ready_recv, ready_send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(
-            target=_recipient_sink_main, args=(child_conn, ready_send, loop_kind), daemon=True
-        )
-        self._proc.start()
-        if not ready_recv.poll(30):
-            self._proc.kill()
-            raise SystemExit("campaign: the SMTP sink did not start within 30 s")
-        self.port = ready_recv.recv()
-
-    def faults(self, on: bool) -> None:
-        raise NotImplementedError("this sink injects no faults")
+        super().__init__(loop_kind, per_recipient=True)
 
     def recipients(self, tag: str, n: int) -> dict[str, Any]:
         self._conn.send(f"recipients {tag} {n}")

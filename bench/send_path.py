@@ -84,6 +84,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import socket
 import sys
@@ -193,9 +194,64 @@ def dkim_cost_table(n: int) -> dict[str, float] | None:
 # --------------------------------------------------------------------------- the sink
 
 
-def _sink_main(conn: Any, ready: Any, loop_kind: str, seed: int = 0) -> None:
-    """Child process: an aiosmtpd sink that discards messages and counts them per sender.
-    Commands on `conn`: "stats", "stop", "faults on", "faults off"."""
+RECIPIENT = re.compile(r"([a-z]+)(\d{1,8})@example\.vn")
+OTHER_RECIPIENTS_KEPT = 10_000  # addresses outside that pattern counted one by one, at most
+
+
+class RecipientTally:
+    """Messages per recipient, so a run can tell that every recipient got exactly one. One
+    byte per recipient (a bytearray per tag, indexed by the address's number; saturates at
+    255): 1 MiB for a million contacts."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, bytearray] = {}
+        self.other: dict[str, int] = {}
+        self.other_overflow = 0
+
+    def count(self, address: str) -> None:
+        m = RECIPIENT.fullmatch(address.lower())
+        if m is None:
+            if address in self.other or len(self.other) < OTHER_RECIPIENTS_KEPT:
+                self.other[address] = self.other.get(address, 0) + 1
+            else:
+                self.other_overflow += 1
+            return
+        tag, i = m.group(1), int(m.group(2))
+        arr = self.seen.get(tag)
+        if arr is None:
+            arr = self.seen[tag] = bytearray()
+        if i >= len(arr):
+            arr.extend(bytes(max(i + 1 - len(arr), len(arr))))  # doubles: amortized O(1)
+        if arr[i] < 255:
+            arr[i] += 1
+
+    def summary(self, tag: str, n: int) -> dict[str, Any]:
+        """What TAG's 0..N-1 received (then forgotten)."""
+        arr = self.seen.pop(tag, bytearray())
+        window = bytes(arr[:n]) + bytes(max(n - len(arr), 0))
+        beyond = bytes(arr[n:])
+        once, missing = window.count(1), window.count(0)
+        many = n - once - missing
+        return {
+            "expected": n,
+            "distinct": n - missing,
+            "exactly_once": once,
+            "missing": missing,
+            "more_than_once": many,
+            "max_per_recipient": max(window, default=0),
+            "outside_range": len(beyond) - beyond.count(0),
+            "missing_first": [i for i, v in enumerate(window) if v == 0][:5] if missing else [],
+            "repeated_first": [i for i, v in enumerate(window) if v > 1][:5] if many else [],
+            "unrecognized": sum(self.other.values()) + self.other_overflow,
+        }
+
+
+def _sink_main(
+    conn: Any, ready: Any, loop_kind: str, seed: int = 0, per_recipient: bool = False
+) -> None:
+    """Child process: an aiosmtpd sink that discards messages and counts them per sender
+    (and per recipient with `per_recipient`). Commands on `conn`: "stats", "stop",
+    "faults on", "faults off", "recipients TAG N" (see RecipientTally.summary)."""
     from aiosmtpd.smtp import SMTP
 
     counts: dict[str, int] = {}
@@ -203,6 +259,7 @@ def _sink_main(conn: Any, ready: Any, loop_kind: str, seed: int = 0) -> None:
     faults = {"fail": 0, "drop_data": 0, "signed": 0}
     injecting = [False]
     draws = random.Random(seed)
+    tally = RecipientTally() if per_recipient else None
 
     class Handler:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -223,6 +280,9 @@ def _sink_main(conn: Any, ready: Any, loop_kind: str, seed: int = 0) -> None:
             received_bytes[0] += len(data)
             if data[:15].lower() == b"dkim-signature:":
                 faults["signed"] += 1
+            if tally is not None:
+                for rcpt in envelope.rcpt_tos:
+                    tally.count(rcpt)
             return "250 OK"
 
     async def serve() -> None:
@@ -262,6 +322,9 @@ def _sink_main(conn: Any, ready: Any, loop_kind: str, seed: int = 0) -> None:
             elif command in ("faults on", "faults off"):
                 injecting[0] = command == "faults on"
                 conn.send(injecting[0])
+            elif command.startswith("recipients ") and tally is not None:
+                _, tag, n = command.split()
+                conn.send(tally.summary(tag, int(n)))
 
         loop.add_reader(conn.fileno(), on_command)
         ready.send(server.sockets[0].getsockname()[1])
@@ -279,13 +342,15 @@ def _sink_main(conn: Any, ready: Any, loop_kind: str, seed: int = 0) -> None:
 class Sink:
     """The sink process seen from the benchmark: start, stats(), stop."""
 
-    def __init__(self, loop_kind: str, seed: int = 0) -> None:
+    def __init__(self, loop_kind: str, seed: int = 0, *, per_recipient: bool = False) -> None:
         self.loop_kind = loop_kind
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_conn = ctx.Pipe()
         ready_recv, ready_send = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(
-            target=_sink_main, args=(child_conn, ready_send, loop_kind, seed), daemon=True
+            target=_sink_main,
+            args=(child_conn, ready_send, loop_kind, seed, per_recipient),
+            daemon=True,
         )
         self._proc.start()
         if not ready_recv.poll(30):
