@@ -69,6 +69,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from campaign import _cpu_busy, _descendants, _stat_cpu  # bench/ is on sys.path
+
 from gateway.store import Store
 from gateway.tokens import Signer
 
@@ -105,41 +107,6 @@ def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
 
 
 # --------------------------------------------------------------------------- CPU accounting
-
-
-def _cpu_busy() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = f.readline().split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _stat_cpu(pid: int, children: bool = False) -> float:
-    """utime + stime of a process (+ cutime + cstime: its reaped children), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
-                found += [int(x) for x in f.read().split()]
-    except (OSError, ValueError):
-        pass
-    return found
 
 
 # --------------------------------------------------------------------------- databases
@@ -369,7 +336,7 @@ class PostgresDatabase(Database):
             pid = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return 0.0
-        return _stat_cpu(pid, children=True) + sum(_stat_cpu(kid) for kid in _children(pid))
+        return _stat_cpu(pid, children=True) + sum(_stat_cpu(kid) for kid in _descendants(pid))
 
     async def close(self) -> None:
         if self.name is not None:
