@@ -466,17 +466,10 @@ class Gateway:
                 # ST-3: a refusal by phone or email, recorded by staff, has exactly the
                 # effect of a one-click refusal, confirmation email included (ST-2).
                 return await self.preferences.refuse(contact, source=source, reason=reason)
-        now = time.time()
         async with self.store.transaction():
-            added = await self.store.add_suppression(
-                email=email,
-                email_hash=self.signer.address_hash(email),
-                scope=scope,
-                reason=reason,
-                source=source,
-                now=now,
+            return await self.preferences.suppress_address(
+                email, scope=scope, reason=reason, source=source, now=time.time()
             )
-        return added
 
     async def unsuppress(self, email: str) -> int:
         email = addresses.normalize(email)

@@ -126,13 +126,8 @@ class Feedback:
         return actions
 
     async def _suppress(self, email: str, scope: str, reason: str, source: str, now: float) -> bool:
-        return await self.store.add_suppression(
-            email=email,
-            email_hash=self.signer.address_hash(email),
-            scope=scope,
-            reason=reason,
-            source=source,
-            now=now,
+        return await self.preferences.suppress_address(
+            email, scope=scope, reason=reason, source=source, now=now
         )
 
     async def _record_opt_out(self, email: str, now: float) -> None:

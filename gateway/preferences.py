@@ -129,6 +129,20 @@ class PreferenceCenter:
             await self.accepter.commit(confirmation)
         return True
 
+    async def suppress_address(
+        self, email: str, *, scope: str, reason: str, source: str, now: float
+    ) -> bool:
+        """Add one suppression under the address's keyed hash; False when it already stood.
+        Call inside a transaction."""
+        return await self.store.add_suppression(
+            email=email,
+            email_hash=self.signer.address_hash(email),
+            scope=scope,
+            reason=reason,
+            source=source,
+            now=now,
+        )
+
     # -- the preference page ---------------------------------------------------------------
 
     async def view(self, contact: Contact) -> PreferenceView:
