@@ -67,7 +67,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_FIRST_PARTY_DOMAINS",
         "",
-        "domains whose links and images are allowed (default: those of GATEWAY_FROM and GATEWAY_BASE_URL)",
+        "domains whose links and images are allowed, besides the host of GATEWAY_BASE_URL"
+        " (always first party); default: the domain of GATEWAY_FROM",
+    ),
+    Setting(
+        "GATEWAY_LINK_DOMAINS",
+        "",
+        "domains that plain links (<a href>, URLs in the text part) may point to, e.g."
+        " facebook.com,zalo.me; never images, stylesheets, fonts, forms or frames",
     ),
     Setting(
         "GATEWAY_SENDER_NAME",
@@ -154,6 +161,7 @@ class Settings:
     from_address: str = "no-reply@localhost"
     from_name: str = "Gateway"
     first_party_domains: tuple[str, ...] = ()
+    link_domains: tuple[str, ...] = ()
     sender_name: str = "Gateway"
     sender_postal_address: str = ""
     sender_phone: str = ""
@@ -246,8 +254,17 @@ class Settings:
         if language not in ("vi", "en"):
             raise ConfigError("GATEWAY_DEFAULT_LANGUAGE must be vi or en")
         from_domain = address.rpartition("@")[2].lower()
-        first_party = _csv(get("GATEWAY_FIRST_PARTY_DOMAINS").lower()) or tuple(
-            dict.fromkeys(d for d in (from_domain, (parts.hostname or "").lower()) if d)
+        # The gateway's own links (GATEWAY_BASE_URL) are always first party: the list adds to
+        # them, it never takes them away. Unset, the From domain is first party too.
+        first_party = tuple(
+            dict.fromkeys(
+                d
+                for d in (
+                    *(_csv(get("GATEWAY_FIRST_PARTY_DOMAINS").lower()) or (from_domain,)),
+                    (parts.hostname or "").lower(),
+                )
+                if d
+            )
         )
         values: dict[str, object] = dict(
             database_url=get("GATEWAY_DATABASE_URL"),
@@ -257,6 +274,7 @@ class Settings:
             from_address=address,
             from_name=name,
             first_party_domains=first_party,
+            link_domains=_csv(get("GATEWAY_LINK_DOMAINS").lower()),
             sender_name=get("GATEWAY_SENDER_NAME") or name or from_domain,
             sender_postal_address=get("GATEWAY_SENDER_POSTAL_ADDRESS"),
             sender_phone=get("GATEWAY_SENDER_PHONE"),

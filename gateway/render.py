@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,14 +14,15 @@ import jinja2
 from inscriptis import get_text
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
+from selectolax.lexbor import LexborHTMLParser
 
 from . import content, mime
 from .config import Settings
+from .content import Finding
 from .errors import TemplateError
+from .resources import TEMPLATES
 from .store import Contact, Topic
 from .tokens import Signer
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 # Headers the gateway writes itself; a caller may not supply them. List-* headers from a
 # caller are dropped instead (LU-1): only ours go out.
@@ -41,6 +43,29 @@ RESERVED = frozenset(
         "dkim-signature",
     }
 )
+# Headers a caller's message loses, like a caller's List-* headers: read-receipt requests
+# would make the recipient's client report when they opened the mail (a tracker).
+DROPPED = frozenset({"disposition-notification-to", "return-receipt-to", "x-confirm-reading-to"})
+
+
+# A caller's HTML that is a whole document rather than a fragment.
+_DOCUMENT = re.compile(r"<!doctype|<html[\s>]|<body[\s>]|</body\s*>")
+
+
+def html_to_text(html: str) -> str:
+    """The text part made from an HTML body: every link keeps its address, written after the
+    link's words ("privacy policy (https://…)"), so a text-only reader can still follow it."""
+    if not html.strip():
+        return "\n"
+    tree = LexborHTMLParser(html)
+    for link in tree.css("a[href], area[href]"):
+        href = (link.attributes.get("href") or "").strip()
+        if not href.lower().startswith(("http://", "https://", "mailto:")):
+            continue  # "#top", relative and script links lead nowhere a reader can go
+        shown = href[7:] if href.lower().startswith("mailto:") else href
+        if link.text(deep=True).strip() != shown:
+            link.insert_after(f" ({shown})")
+    return get_text(tree.html or "").strip() + "\n"
 
 
 class Attributes(dict[str, str]):
@@ -84,6 +109,7 @@ class Renderer:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             loader=jinja2.FileSystemLoader(templates / "mail"),
+            keep_trailing_newline=True,  # a customer's document is kept to its last byte
         )
         self.text_env = SandboxedEnvironment(
             auto_reload=False,
@@ -170,7 +196,7 @@ class Renderer:
         if draft.text:
             text = self._render(draft.text, False, "text", ctx)
         else:
-            text = get_text(html or "").strip() + "\n"
+            text = html_to_text(html or "")
         # TP-3: what this recipient's data went into is scanned for every message. The
         # layout and footer around it are the same for everyone but the signed token in
         # our own links, so they are scanned once per language (see _chrome_findings).
@@ -242,16 +268,28 @@ class Renderer:
                     else ""
                 )
                 page = self._layout("", footer, lang, "")
-            found = tuple(content.scan(page, text, self.settings.first_party_domains))
+            # The footer is the gateway's, filled from the operator's settings: a finding
+            # there (a third-party GATEWAY_SENDER_WEBSITE) is a setting to fix, and says so.
+            found = tuple(
+                Finding(f.url, f.host, f"the gateway's footer ({f.where})", f.reason)
+                for f in content.scan(page, text, self.settings.first_party_domains)
+            )
             self._chrome[key] = found
         return found
 
     def _layout(self, body: str, footer: str, lang: str, subject: str) -> str:
-        # A complete document from the caller is kept as written; the footer goes in just
-        # before its </body>. A fragment is placed in our layout.
-        end = body.lower().rfind("</body>")
-        if end >= 0:
-            return body[:end] + footer + body[end:]
+        # A complete document from the caller is kept byte for byte; the footer goes in just
+        # before its </body> (or, where the end tag is left out, its </html>, or the end),
+        # so it lands inside the body. A fragment is placed in our layout. The pieces are
+        # joined as plain str: str + Markup would escape the caller's document.
+        lower = body.lower()
+        if _DOCUMENT.search(lower):
+            end = lower.rfind("</body")
+            if end < 0:
+                end = lower.rfind("</html")
+            if end < 0:
+                end = len(body)
+            return str(body[:end]) + str(footer) + str(body[end:])
         return self.html_env.get_template("layout.html").render(
             lang=lang, subject=subject, body=Markup(body), footer=footer
         )

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core import Gateway
 from ..errors import InvalidInput
-from ..render import TEMPLATES
+from ..resources import TEMPLATES
 from ..tokens import InvalidToken
 from . import api, openapi, pages, subscribe
 from .i18n import CATALOG

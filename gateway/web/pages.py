@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, Response
 from .. import addresses
 from ..core import Gateway
 from ..errors import InvalidAddress
-from ..render import TEMPLATES
+from ..resources import TEMPLATES
 from ..store import Contact
 from .i18n import CATALOG, pick_language
 
