@@ -58,4 +58,7 @@ echo "test.sh: pytest on SQLite" >&2
 # The browser test checks pages, not the database: it runs in the SQLite run only.
 echo "test.sh: pytest on PostgreSQL (GATEWAY_TEST_DATABASE=postgresql)" >&2
 GATEWAY_TEST_DATABASE=postgresql .venv/bin/python -m pytest "$@" || status=1
+# A plain install (pip install of the built wheel, not -e) into a fresh venv, run from an
+# empty folder: what a user gets.
+bash scripts/smoke-wheel.sh || status=1
 exit "$status"
