@@ -24,10 +24,16 @@ class Decision:
 ALLOW = Decision(True)
 
 
-def decide(category: str, topic_id: int | None, standing: Standing) -> Decision:
+def decide(
+    category: str, topic_id: int | None, standing: Standing, *, opt_in_confirmation: bool = False
+) -> Decision:
     """May a message of `category` (and `topic_id`, for marketing) go to this address now?
-    The same answer at accept time and again just before SMTP (ST-1)."""
+    The same answer at accept time and again just before SMTP (ST-1). The mail that asks
+    an erased person to confirm their own new sign-up passes the tombstone (it is how they
+    come back, PD-3); every other suppression for all mail stops it."""
     for s in standing.suppressions:
+        if s.reason == "erased" and opt_in_confirmation and category == "transactional":
+            continue
         if s.reason == "erased":
             return Decision(False, "erased: the person asked for their data to be deleted", True)
         if category == "policy":

@@ -30,7 +30,16 @@ SUBJECTS = {
         "vi": "Liên kết quản lý tùy chọn nhận thư",
         "en": "Your email preferences link",
     },
+    "confirm": {"vi": "Xác nhận đăng ký nhận thư", "en": "Please confirm your subscription"},
+    "resubscribe": {
+        "vi": "Xác nhận nhận lại thư của chúng tôi",
+        "en": "Please confirm you want our email again",
+    },
 }
+
+# Mail that asks an address to confirm a sign-up: rendered from its own context (the
+# address may belong to no contact yet), never from anything the form's author typed.
+CONFIRMATIONS = ("confirm", "resubscribe")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +56,18 @@ class PreferenceView:
     stopped_all: bool
     history: list[dict[str, Any]]
     policy_version: str
+    refused_topics: frozenset[int] = frozenset()  # topics refused by a suppression of their own
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceUpdate:
+    """What the page's form did. `confirm` is True when the person asked to receive
+    promotional mail again after a refusal: that waits for the link mailed to them
+    (`Signups.request_resubscription`), with `topics` the ones it names."""
+
+    contact: Contact
+    confirm: bool = False
+    topics: tuple[Topic, ...] = ()
 
 
 def local_time(ts: float, language: str) -> str:
@@ -165,6 +186,11 @@ class PreferenceCenter:
             stopped_all=any(s.scope == "marketing" for s in standing.suppressions),
             history=history,
             policy_version=await self.policy_version(),
+            refused_topics=frozenset(
+                s.topic_id
+                for s in standing.suppressions
+                if s.scope == "topic" and s.topic_id is not None
+            ),
         )
 
     async def update(
@@ -175,17 +201,21 @@ class PreferenceCenter:
         stop_all: bool,
         language: str | None,
         ip: str | None = None,
-    ) -> Contact:
-        """Apply the page's form. Each change is one consent entry, source `preferences`."""
+    ) -> PreferenceUpdate:
+        """Apply the page's form. Each change is one consent entry, source `preferences`.
+        Opting out applies at once. Receiving promotional mail again after a refusal of all
+        of it (or of one topic) is only recorded as a wish (`pending`, an `opt_in` entry):
+        a preference link may have been forwarded, so the refusal is lifted only by the
+        link mailed to the person (the result says which topics it names)."""
         now = time.time()
         hashes = self.signer.address_hashes(contact.email)
         current = await self.view(contact)
         if stop_all and not current.stopped_all:
             await self.refuse(contact, source="preferences", ip=ip)
+        lift_all = not stop_all and current.stopped_all
+        to_confirm: list[Topic] = []
         async with self.store.transaction():
-            if not stop_all and current.stopped_all:
-                # A person's own fresh opt-in lifts their earlier refusal of all promotions.
-                await self.store.lift_suppressions(hashes, "marketing")
+            if lift_all:
                 await self.store.record_consent(
                     contact,
                     subject=hashes[0],
@@ -197,7 +227,13 @@ class PreferenceCenter:
                 )
             for choice in current.topics:
                 wanted = choice.topic.slug in topics
-                if wanted and not choice.subscribed:
+                refused = lift_all or (not stop_all and choice.topic.id in current.refused_topics)
+                if wanted and refused:
+                    to_confirm.append(choice.topic)
+                    if choice.subscribed:
+                        continue
+                    status = "pending"
+                elif wanted and not choice.subscribed:
                     status = "subscribed"
                 elif not wanted and (choice.subscribed or choice.pending):
                     status = "unsubscribed"
@@ -217,7 +253,7 @@ class PreferenceCenter:
                 await self.store.set_language(contact.id, language, now)
         updated = await self.store.get_contact_by_uid(contact.uid)
         assert updated is not None
-        return updated
+        return PreferenceUpdate(updated, lift_all or bool(to_confirm), tuple(to_confirm))
 
     # -- a person's own data ---------------------------------------------------------------
 
@@ -249,14 +285,37 @@ class PreferenceCenter:
 
     async def render_queued(self, item: OutboxItem) -> bytes:
         """Render a message queued as a template (see Accepter.queue_template)."""
+        context = json.loads(item.context or "{}")
+        if item.template in CONFIRMATIONS and item.email:
+            return await self._render_confirmation(item, item.template, context)
         contact = await self.store.get_contact(item.email) if item.email else None
         if contact is None or item.template not in SUBJECTS:
             raise ValueError(f"cannot render {item.template!r} for this row")
-        context = json.loads(item.context or "{}")
         if "received_at" in context:
             context["received_at"] = local_time(float(context["received_at"]), contact.language)
         draft = await self.accepter.draft(self._request(contact, item.template, context))
         rendered = self.accepter.renderer.render(draft, contact, {}, message_id=item.message_id)
+        if rendered.findings:
+            raise ValueError("the template holds third-party content")
+        return rendered.raw
+
+    async def _render_confirmation(
+        self, item: OutboxItem, kind: str, context: dict[str, Any]
+    ) -> bytes:
+        lang = str(context["lang"]) if context.get("lang") in ("vi", "en") else "vi"
+        request = SendRequest(
+            to=item.email or "",
+            subject=SUBJECTS[kind][lang],
+            text=self.accepter.renderer.mail_text(lang, kind),
+            category="transactional",
+            context={
+                "link": context["link"],
+                "topics": list(context.get("topics") or []),
+                "sender_name": self.settings.sender_name,
+            },
+        )
+        draft = await self.accepter.draft(request)
+        rendered = self.accepter.renderer.render(draft, None, {}, message_id=item.message_id)
         if rendered.findings:
             raise ValueError("the template holds third-party content")
         return rendered.raw

@@ -223,7 +223,12 @@ class Worker:
         cap = self.settings.marketing_daily_cap
         batch = Batch()
         for item in items:
-            decision = decide(item.category, item.topic_id, standings[item.email])
+            decision = decide(
+                item.category,
+                item.topic_id,
+                standings[item.email],
+                opt_in_confirmation=item.template == "confirm",
+            )
             if not decision.allowed:
                 batch.suppressed.append((item.id, decision.reason))
                 entry = self._log(item, "suppressed", decision.reason, now)

@@ -37,6 +37,7 @@ CSP = (
 )
 HTML = "<p>Ưu đãi tháng 12 cho {{ contact.name }} tại <a href='https://first.vn/sale'>cửa hàng</a>.</p>"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+FORM_TYPE = {"content-type": "application/x-www-form-urlencoded"}
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------
@@ -978,21 +979,134 @@ async def test_stop_all_on_the_preference_page_is_a_refusal_with_one_confirmatio
     assert (await gw.message_status(queued.message_id))["state"] == "suppressed"  # type: ignore[arg-type]
 
 
-async def test_unticking_stop_all_is_the_persons_own_fresh_opt_in(
-    gw: Gateway, web: httpx.AsyncClient
+async def test_unticking_stop_all_is_the_persons_own_fresh_opt_in_once_their_mailbox_confirms(
+    gw: Gateway, web: httpx.AsyncClient, smtp: RecordingSMTPServer
 ):
+    """Issue 12 item 9: the preference link may have been forwarded, so unticking the
+    refusal only records the wish; the link mailed to the person lifts it."""
     contact = await person(gw)
     await web.post(await link(gw, "unsubscribe", contact), data=ONE_CLICK)
+    await deliver(gw, smtp)  # the refusal's confirmation (ST-2)
+    smtp.messages.clear()
     assert (await marketing(gw)).status == "suppressed"
     _, answer = await submit(web, await link(gw, "preferences", contact), uncheck={"stop_all"})
     assert answer.status_code == 200
+    assert "chúng tôi vừa gửi một liên kết xác nhận" in answer.text
+    assert [r["scope"] for r in await rows(gw, t.suppressions)] == ["marketing"]
+    assert (await marketing(gw)).status == "suppressed"
+    [mail] = await deliver(gw, smtp)
+    assert mail["Subject"] == "Xác nhận nhận lại thư của chúng tôi"
+    assert "[QC]" not in mail["Subject"] and mail["List-Unsubscribe"] is None
+    path = first_link(mail, "/confirm/subscribe/")
+    assert (await web.post(path, content=b"", headers=FORM_TYPE)).status_code == 200
     assert await rows(gw, t.suppressions) == []
     entries = await rows(gw, t.consent_ledger, topic_id=None)
     assert [(e["action"], e["source"], e["policy_version"]) for e in entries] == [
         ("opt_out", "link", POLICY),
         ("opt_in", "preferences", POLICY),
+        ("confirm", "link", POLICY),
     ]
     assert (await marketing(gw)).queued
+
+
+async def test_ticking_a_topic_after_a_refusal_waits_for_the_mailed_confirmation_in_english(
+    gw: Gateway, web: httpx.AsyncClient, smtp: RecordingSMTPServer
+):
+    """Issue 12 item 9: a stranger holding a forwarded preference link cannot start
+    promotional mail again; the page tells the person a confirmation was mailed."""
+    contact = await person(gw, language="en")
+    await web.post(await link(gw, "unsubscribe", contact), data=ONE_CLICK)
+    await deliver(gw, smtp)
+    smtp.messages.clear()
+    path = await link(gw, "preferences", contact)
+    _, answer = await submit(web, path, check={"deals"}, uncheck={"stop_all"})
+    assert answer.status_code == 200
+    assert "we have emailed you a confirmation link" in answer.text
+    assert "Khuyến mãi (waiting for confirmation)" in answer.text
+    deals = await gw.accepter.topic("deals")
+    subscriptions = await gw.store.subscriptions_of(contact.id)
+    assert subscriptions[deals.id] == "pending"
+    assert (await marketing(gw, topic="deals")).status == "suppressed"
+    [mail] = await deliver(gw, smtp)
+    assert mail["Subject"] == "Please confirm you want our email again"
+    assert "again, about: Khuyến mãi, Tin tức." in text_of(mail)
+    confirm = first_link(mail, "/confirm/subscribe/")
+    smtp.messages.clear()
+    before = await snapshot(gw)
+    page = await web.get(confirm)  # a prefetch changes nothing
+    assert "Confirm my subscription" in page.text and await snapshot(gw) == before
+    assert (await web.post(confirm, content=b"", headers=FORM_TYPE)).status_code == 200
+    assert (await marketing(gw, topic="deals")).queued
+    assert (await marketing(gw, topic="news")).queued
+    # saving again asks for nothing more: the refusal is lifted
+    _, again = await submit(web, path)
+    assert "You had refused promotional email" not in again.text
+    assert len(await deliver(gw, smtp)) == 2  # the two marketing messages, no confirmation
+
+
+async def test_opting_out_applies_at_once_while_a_resubscription_in_the_same_save_waits(
+    gw: Gateway, web: httpx.AsyncClient, smtp: RecordingSMTPServer
+):
+    """Issue 12 item 9: opting out never needs a confirmation, even in the save that asks
+    for promotional mail again."""
+    contact = await person(gw, topics=("news", "deals"))
+    await web.post(await link(gw, "unsubscribe", contact), data=ONE_CLICK)
+    await deliver(gw, smtp)
+    smtp.messages.clear()
+    path = await link(gw, "preferences", contact)
+    _, answer = await submit(web, path, uncheck={"news", "stop_all"})
+    assert answer.status_code == 200
+    assert "Trước đây bạn đã từ chối nhận thư quảng cáo" in answer.text
+    news = await gw.accepter.topic("news")
+    assert (await gw.store.subscriptions_of(contact.id))[news.id] == "unsubscribed"
+    assert (await marketing(gw, topic="deals")).status == "suppressed"
+    [mail] = await deliver(gw, smtp)
+    assert "về: Khuyến mãi." in text_of(mail)  # only what the person still wants
+    await web.post(first_link(mail, "/confirm/subscribe/"), content=b"", headers=FORM_TYPE)
+    assert (await marketing(gw, topic="deals")).queued
+    assert (await marketing(gw, topic="news")).status == "suppressed"
+    # and an opt-out alone mails nothing
+    smtp.messages.clear()
+    _, answer = await submit(web, path, uncheck={"deals"})
+    assert "Trước đây bạn đã từ chối nhận thư quảng cáo" not in answer.text
+    assert await deliver(gw, smtp) == []  # no confirmation (the queued offer stopped too)
+
+
+async def test_a_new_refusal_withdraws_an_earlier_resubscription_link(
+    gw: Gateway, web: httpx.AsyncClient, smtp: RecordingSMTPServer
+):
+    contact = await person(gw)
+    unsubscribe = await link(gw, "unsubscribe", contact)
+    await web.post(unsubscribe, data=ONE_CLICK)
+    await deliver(gw, smtp)
+    smtp.messages.clear()
+    preferences = await link(gw, "preferences", contact)
+    await submit(web, preferences, uncheck={"stop_all"})
+    await submit(web, preferences, uncheck={"stop_all"})
+    first, second = [first_link(m, "/confirm/subscribe/") for m in await deliver(gw, smtp)]
+    await web.post(second, content=b"", headers=FORM_TYPE)
+    assert (await marketing(gw)).queued
+    # the person refuses again: the older link must not undo that
+    await web.post(unsubscribe, data=ONE_CLICK)
+    before = await snapshot(gw)
+    response = await web.post(first, content=b"", headers=FORM_TYPE)
+    assert 400 <= response.status_code < 500
+    assert await snapshot(gw) == before
+    assert (await marketing(gw)).status == "suppressed"
+
+
+async def test_resubscription_mails_from_the_page_are_rate_limited_per_person(
+    gw: Gateway, web: httpx.AsyncClient, smtp: RecordingSMTPServer
+):
+    contact = await person(gw)
+    await web.post(await link(gw, "unsubscribe", contact), data=ONE_CLICK)
+    await deliver(gw, smtp)
+    smtp.messages.clear()
+    path = await link(gw, "preferences", contact)
+    answers = [(await submit(web, path, uncheck={"stop_all"}))[1] for _ in range(6)]
+    assert all(a.status_code == 200 for a in answers)
+    assert "đã gửi nhiều thư xác nhận" in answers[-1].text
+    assert len(await deliver(gw, smtp)) == 5
 
 
 async def test_language_switch_changes_the_page_and_the_mail(

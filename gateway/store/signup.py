@@ -37,28 +37,42 @@ class SignupQueries(StoreBase):
             )
         return True
 
-    async def hold_erased_for_confirmation(
-        self, hashes: Sequence[str], email: str, source: str, now: float
-    ) -> None:
-        """An erased address signed up again. Its tombstone stops every message, the
-        confirmation too, so it is exchanged for a refusal of promotional mail (reason
-        `unconfirmed`): the confirmation reaches the person, nothing promotional does until
-        they confirm, and confirming lifts it. Call inside a transaction."""
-        await self.run(
-            f"DELETE FROM suppressions WHERE reason = 'erased' AND email_hash IN"
-            f" ({self.marks(len(hashes))})",
+    async def newest_objection(
+        self, hashes: Sequence[str], topic_ids: Sequence[int]
+    ) -> float | None:
+        """When the person last objected: an erasure, a refusal of all promotional mail or
+        a refusal of one of these topics (None: never). A confirmation link asked for before
+        that moment is withdrawn by it."""
+        marks = self.marks(len(hashes))
+        topics = f" OR (scope = 'topic' AND topic_id IN ({self.marks(len(topic_ids))}))"
+        found = await self.rows(
+            f"SELECT MAX(created_at) FROM suppressions WHERE email_hash IN ({marks}) AND"
+            f" (reason = 'erased' OR scope = 'marketing'{topics if topic_ids else ''})",
+            [*hashes, *topic_ids],
+        )
+        return float(found[0][0]) if found and found[0][0] is not None else None
+
+    async def lift_erasure(self, hashes: Sequence[str]) -> int:
+        """The erased person confirmed a fresh opt-in from their own mailbox: the tombstone
+        goes (nothing of the old data comes back: it was deleted). Call inside a
+        transaction."""
+        marks = self.marks(len(hashes))
+        found = await self.rows(
+            f"SELECT COUNT(*) FROM suppressions WHERE reason = 'erased' AND"
+            f" email_hash IN ({marks})",
             list(hashes),
         )
         await self.run(
-            "INSERT INTO suppressions (email, email_hash, scope, topic_id, reason, source,"
-            " created_at) VALUES (?, ?, 'marketing', NULL, 'unconfirmed', ?, ?)",
-            (email, hashes[0], source, now),
+            f"DELETE FROM suppressions WHERE reason = 'erased' AND email_hash IN ({marks})",
+            list(hashes),
         )
+        return int(found[0][0])
 
     async def lift_objections(self, hashes: Sequence[str], topic_ids: Sequence[int]) -> int:
         """A confirmed fresh opt-in lifts the person's earlier refusal of all promotions
-        (or the hold of an erased address) and their refusals of these topics. Never a
-        block for all mail (hard bounce, manual). Call inside a transaction."""
+        and their refusals of these topics; returns how many refusals of all promotions
+        were lifted. Never a block for all mail (hard bounce, manual). Call inside a
+        transaction."""
         marks = self.marks(len(hashes))
         found = await self.rows(
             f"SELECT COUNT(*) FROM suppressions WHERE email_hash IN ({marks}) AND"

@@ -91,6 +91,13 @@ CATALOG: dict[str, dict[str, str]] = {
         "policy_title": "Chính sách bảo mật",
         "policy_meta": "Phiên bản {version}, công bố lúc {when}.",
         "policy_unpublished": "Phiên bản hiện hành: {version}. Nội dung của phiên bản này chưa được đăng tại đây.",
+        "subscribe_confirm_hint": "Chúng tôi sẽ gửi một liên kết xác nhận tới địa chỉ email này: việc nhận thư chỉ bắt đầu khi bạn bấm nút trong thư đó.",
+        "subscribe_done_sent": "Nếu địa chỉ này nhận được thư của chúng tôi, một liên kết xác nhận vừa được gửi tới đó: việc nhận thư chỉ bắt đầu khi bạn bấm nút trên trang của liên kết (liên kết có hiệu lực trong 7 ngày). Nếu không thấy thư, hãy kiểm tra mục thư rác.",
+        "cross_site_title": "Không thể gửi biểu mẫu này từ trang web khác",
+        "cross_site_body": "Biểu mẫu đăng ký được gửi từ {host}, không phải trang web của {sender}; không có gì thay đổi. Hãy đăng ký trên trang của chúng tôi.",
+        "resubscribe_sent": "Trước đây bạn đã từ chối nhận thư quảng cáo, nên chúng tôi vừa gửi một liên kết xác nhận tới địa chỉ email của bạn: thư chỉ được gửi lại khi bạn bấm nút trong thư đó (liên kết có hiệu lực trong 7 ngày).",
+        "resubscribe_limited": "Chúng tôi đã gửi nhiều thư xác nhận trong giờ qua nên chưa gửi thêm; lựa chọn của bạn đã được lưu và đang chờ xác nhận. Hãy lưu lại sau ít phút để nhận thư mới.",
+        "confirm_resubscribe_body": "Bấm nút để nhận lại thư quảng cáo của {sender}.",
     },
     "en": {
         "source_admin": "recorded by staff",
@@ -178,6 +185,13 @@ CATALOG: dict[str, dict[str, str]] = {
         "policy_title": "Privacy policy",
         "policy_meta": "Version {version}, published {when}.",
         "policy_unpublished": "Current version: {version}. The text of this version is not published here.",
+        "subscribe_confirm_hint": "We will email a confirmation link to this address: the emails start only when you press the button in it.",
+        "subscribe_done_sent": "If this address can receive our email, a confirmation link has just been sent to it: the emails start only when you press the button on that link's page (it works for 7 days). If you do not see it, look in your spam folder.",
+        "cross_site_title": "This form cannot be sent from another website",
+        "cross_site_body": "The sign-up form was sent from {host}, which is not {sender}'s own website; nothing was changed. Please sign up on our own page.",
+        "resubscribe_sent": "You had refused promotional email, so we have emailed you a confirmation link: it starts again only when you press the button in that email (the link works for 7 days).",
+        "resubscribe_limited": "We have sent several confirmation emails in the last hour, so we did not send another; your choice is saved and waits for confirmation. Save again in a few minutes to get a new email.",
+        "confirm_resubscribe_body": "Press the button to receive promotional email from {sender} again.",
     },
 }
 

@@ -6,6 +6,7 @@ import json
 import time
 from collections import defaultdict, deque
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from python_multipart.multipart import parse_options_header
@@ -53,10 +54,17 @@ def page(
         t=t,
         title=t[title_key],
         sender=gw.settings.sender_name,
-        switch_url=f"{request.url.path}?lang={other}",
+        switch_url=f"{own_path(request.url.path)}?lang={other}",
         **ctx,
     )
     return HTMLResponse(html, status_code=status)
+
+
+def own_path(path: str) -> str:
+    """`path` as a link that stays on this site whatever was asked for: `//evil.com/x`
+    would be another host's address, and so would `/\\evil.com` or `/<tab>/evil.com` once a
+    browser drops the tab and reads the backslash as a slash."""
+    return "/" + quote(path.lstrip("/"), safe="/-._~!$&'()*+,;=:@")
 
 
 def lang_of(request: Request, contact: Contact | None = None) -> str:
@@ -150,6 +158,7 @@ async def preferences(request: Request) -> Response:
     token = request.path_params["token"]
     contact = await gw.preferences.contact("preferences", token)
     saved = False
+    confirmation = None
     if request.method not in SAFE_METHODS:
         form = await read_form(request)
         if form.get("form") != "preferences":
@@ -158,14 +167,24 @@ async def preferences(request: Request) -> Response:
         language = form.get("language")
         if language not in (None, "vi", "en"):
             raise BadRequest(400, "language must be vi or en")
-        contact = await gw.preferences.update(
+        result = await gw.preferences.update(
             contact,
             topics={str(v) for v in form.getlist("topic")},
             stop_all=form.get("stop_all") == "1",
             language=language if isinstance(language, str) else None,
             ip=client_ip(request),
         )
+        contact = result.contact
         saved = True
+        if result.confirm:
+            # Mail after a refusal starts again only from the mailbox (the link may have been
+            # forwarded); a stranger holding it must not flood the inbox with these either.
+            confirmation = "limited"
+            if request.app.state.request_limit.allow(f"resubscribe:{contact.uid}"):
+                await gw.signups.request_resubscription(
+                    contact, result.topics, ip=client_ip(request)
+                )
+                confirmation = "sent"
     view = await gw.preferences.view(contact)
     lang = request.query_params.get("lang") if request.method in SAFE_METHODS else None
     return page(
@@ -175,6 +194,7 @@ async def preferences(request: Request) -> Response:
         "preferences_title",
         view=view,
         saved=saved,
+        confirmation=confirmation,
         action=request.url.path,
     )
 

@@ -1,21 +1,28 @@
 """Consent at sign-up (AD-4, PD-1) and the privacy policy page (promise 10).
 
-`POST /subscribe` is a form a business can embed on its own site; `GET /subscribe` is our own
-page with it. Topics are never pre-ticked. Double opt-in topics wait for the link mailed to
-the person: `GET /confirm/subscribe/{token}` shows a button, `POST` confirms.
+`POST /subscribe` is a form a business can embed on its own site (a post from any other site
+is refused); `GET /subscribe` is our own page with it. Topics are never pre-ticked. Every
+topic waits for the link mailed to the person: `GET /confirm/subscribe/{token}` shows a
+button, `POST` confirms. The form is answered before anything is looked up, so neither the
+answer nor its timing tells whether an address is known.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import urlsplit
 
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..content import is_first_party
 from ..core import Gateway
 from ..errors import InvalidInput, NotFound
 from ..preferences import local_time
+from ..signup import SignupRequest
 from .i18n import CATALOG
 from .pages import SAFE_METHODS, RateLimit, client_ip, lang_of, page, read_form, too_many
 
@@ -32,6 +39,35 @@ def _limits(request: Request) -> dict[str, RateLimit]:
         }
         state.subscribe_limits = limits
     return limits
+
+
+log = logging.getLogger("gateway.web.subscribe")
+
+
+def foreign_origin(request: Request) -> str | None:
+    """The host of the site a POST came from when that is not a first-party one (the base
+    URL's host, GATEWAY_FIRST_PARTY_DOMAINS and their subdomains), else None. A browser
+    sends Origin (or at least Referer) with a cross-site form; a post with neither (a
+    client without JavaScript's help, curl) is let through."""
+    gw: Gateway = request.app.state.gateway
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source:
+        return None
+    try:
+        host = urlsplit(source.strip()).hostname or ""
+    except ValueError:
+        host = ""
+    domains = (*gw.settings.first_party_domains, gw.settings.base_host)
+    if host and is_first_party(host, domains):
+        return None
+    return host or source.strip()[:100] or "?"
+
+
+async def _sign_up_later(gw: Gateway, signup: SignupRequest, ip: str | None) -> None:
+    try:
+        await gw.signups.sign_up(signup, ip=ip)
+    except Exception:  # the answer has gone: a failure is for the operator's log
+        log.exception("a sign-up could not be processed")
 
 
 async def _form_page(request: Request, lang: str, *, status: int = 200, **ctx: Any) -> Response:
@@ -53,6 +89,18 @@ async def subscribe(request: Request) -> Response:
     lang = lang_of(request)
     if request.method in SAFE_METHODS:
         return await _form_page(request, lang)
+    foreign = foreign_origin(request)
+    if foreign is not None:
+        t = CATALOG[lang]
+        return page(
+            request,
+            "message.html",
+            lang,
+            "cross_site_title",
+            status=403,
+            paragraphs=[t["cross_site_body"].format(host=foreign, sender=gw.settings.sender_name)],
+            link={"href": f"/subscribe?lang={lang}", "text": t["subscribe_title"]},
+        )
     form = await read_form(request)
     limits = _limits(request)
     if not limits["client"].allow(client_ip(request) or "?"):
@@ -76,33 +124,43 @@ async def subscribe(request: Request) -> Response:
     # Known and unknown addresses count alike, so a 429 tells nothing either.
     if not limits["address"].allow(signup.email):
         return too_many(request, lang)
-    await gw.signups.sign_up(signup, ip=client_ip(request))
-    # The same answer whether or not the address was known, or a confirmation was sent.
+    # The same answer whether or not the address is known or a confirmation is sent, and at
+    # the same moment: the lookup and the mail happen after the answer has gone.
     answer_lang = signup.language or lang
     t = CATALOG[answer_lang]
-    return page(
+    response = page(
         request,
         "message.html",
         answer_lang,
         "subscribe_done_title",
-        paragraphs=[t["subscribe_done_body"], t["subscribe_done_confirm"]],
+        paragraphs=[t["subscribe_done_body"], t["subscribe_done_sent"]],
     )
+    response.background = BackgroundTask(_sign_up_later, gw, signup, client_ip(request))
+    return response
 
 
 async def confirm_subscription(request: Request) -> Response:
     """GET shows a button (mail scanners prefetch links); POST starts the subscriptions."""
     gw: Gateway = request.app.state.gateway
     pending = await gw.signups.pending(request.path_params["token"])
-    lang = lang_of(request, pending.contact)
+    lang = lang_of(request, pending.contact) if pending.contact else pending.language
+    if request.query_params.get("lang") in CATALOG:
+        lang = request.query_params["lang"]
     t = CATALOG[lang]
     if request.method in SAFE_METHODS:
         topics = ", ".join(topic.name for topic in pending.topics)
+        sender = gw.settings.sender_name
+        body = (
+            t["confirm_subscribe_body"].format(sender=sender, topics=topics)
+            if topics
+            else t["confirm_resubscribe_body"].format(sender=sender)
+        )
         return page(
             request,
             "confirm.html",
             lang,
             "confirm_subscribe_title",
-            body=t["confirm_subscribe_body"].format(sender=gw.settings.sender_name, topics=topics),
+            body=body,
             button=t["confirm_subscribe_button"],
             action=request.url.path,
             danger=False,
