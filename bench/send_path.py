@@ -142,7 +142,7 @@ def gateway_env(
 ) -> dict[str, str]:
     return {
         "GATEWAY_DATABASE_URL": f"sqlite:///{tmp / db}",
-        "GATEWAY_SECRET_KEYS": "bench-key-newest,bench-key-older",
+        "GATEWAY_SECRET_KEYS": "bench-key-newest-4f8a2c6e0b9d1f3a7c5e,bench-key-older-9b3d7f1a5c0e8b2d6f4a",
         "GATEWAY_FROM": f"Shop <{GATEWAY_SENDER}>",
         "GATEWAY_BASE_URL": "https://mail.first.vn",
         "GATEWAY_SMTP_URL": f"smtp://{HOST}:{sink_port}",
@@ -715,8 +715,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--faults",
         action="store_true",
-        help=f"gateway phases against a sink answering {FAIL_RATE:.0%} of DATA with 451 and "
-        f"dropping {DROP_RATE:.0%} of connections mid-DATA (the raw baseline stays clean)",
+        help=f"gateway phases against a sink answering {FAIL_RATE:.0%}% of DATA with 451 and "
+        f"dropping {DROP_RATE:.0%}% of connections mid-DATA (the raw baseline stays clean)",
     )
     parser.add_argument(
         "--fault-seed", type=int, default=1, help="seed of the sink's fault draws (default 1)"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import addresses, content
-from .accept import Accepter, SendRequest, SendResult
+from .accept import Accepter, Prepared, SendRequest, SendResult
 from .config import Settings
 from .errors import InvalidInput, NotFound
 from .render import Draft, Rendered, Renderer
@@ -62,7 +62,7 @@ class Campaigns:
         draft = await self.accepter.draft(request)
         assert draft.topic is not None
         for lang in ("vi", "en"):
-            self._check(self._sample(draft, lang))
+            self._check(await self._sample(draft, lang))
         return await self.store.create_campaign(
             name=name.strip(),
             topic_id=draft.topic.id,
@@ -75,9 +75,9 @@ class Campaigns:
             created_at=time.time(),
         )
 
-    def _sample(self, draft: Draft, lang: str) -> Rendered:
+    async def _sample(self, draft: Draft, lang: str) -> Rendered:
         contact = Contact(0, "preview", draft.to, "Nguyễn Văn An", lang, "active")
-        return self.renderer.render(draft, contact, {})
+        return await self.accepter.render(draft, contact, {})
 
     @staticmethod
     def _check(rendered: Rendered) -> None:
@@ -104,17 +104,22 @@ class Campaigns:
         )[draft.to]
         if standing.contact is None:
             raise NotFound("no contact with that address")
-        return self.renderer.render(draft, standing.contact, standing.attributes)
+        return await self.accepter.render(draft, standing.contact, standing.attributes)
 
     async def test_send(self, campaign_id: int, to: str) -> SendResult:
         """Send the campaign as `to` would get it, subject marked [TEST], to check it in a
         real mail client. Only to an address of the business's own domains: a test send is
         never a way to mail a customer without their opt-in (AD-4)."""
         email = addresses.normalize(to)
-        if not content.is_first_party(email.rpartition("@")[2], self.settings.first_party_domains):
+        # Into a maildir (the default, for trying the gateway out) nothing leaves the
+        # machine: no customer can be mailed, so any address shows how the message looks.
+        local = self.settings.smtp_url.lower().startswith("maildir:")
+        own = content.is_first_party(email.rpartition("@")[2], self.settings.first_party_domains)
+        if not (own or local):
             raise InvalidInput(
                 f"a test send goes only to an address of your own domains "
-                f"({', '.join(self.settings.first_party_domains)}), not {email}"
+                f"({', '.join(self.settings.first_party_domains)}), not {email}:"
+                " add yours to GATEWAY_FIRST_PARTY_DOMAINS"
             )
         c = await self.get(campaign_id)
         draft = await self.accepter.draft(
@@ -127,7 +132,7 @@ class Campaigns:
         contact = standing.contact or Contact(
             0, "preview", email, "Nguyễn Văn An", self.settings.default_language, "active"
         )
-        rendered = self.renderer.render(draft, contact, standing.attributes)
+        rendered = await self.accepter.render(draft, contact, standing.attributes)
         if rendered.findings:
             urls = tuple(dict.fromkeys(f.url for f in rendered.findings))
             return SendResult("blocked", "third-party content: " + ", ".join(urls), None, urls)
@@ -254,7 +259,7 @@ class Campaigns:
                 # Rendered outside the write lock (the worker's claims and records do not
                 # wait on it); the page and the cursor are written together, so a crash
                 # re-enqueues nothing twice.
-                prepared = await self.accepter.prepare(requests)
+                prepared = await self._prepare(requests, [cid for cid, _ in page], c)
                 async with self.store.transaction():
                     await self.accepter.commit(prepared)
                     await self.store.update_campaign(campaign_id, cursor=cursor)
@@ -264,6 +269,45 @@ class Campaigns:
                     break  # paused or cancelled meanwhile
         finally:
             await self.store.release_campaign(campaign_id)
+
+    async def _prepare(
+        self, requests: list[SendRequest], contact_ids: list[int], c: dict[str, Any]
+    ) -> Prepared:
+        """A page's messages. A recipient whose message cannot be made (a line break in
+        their name used in the subject, say) fails alone, its reason in the message log;
+        it must not stall the page, and so the whole campaign, on every tick."""
+        try:
+            return await self.accepter.prepare(requests)
+        except ValueError:  # InvalidInput and encoding errors: one of the page, not the page
+            pass
+        results: list[SendResult] = []
+        rows: list[dict[str, Any]] = []
+        logs: list[dict[str, Any]] = []
+        for request, contact_id in zip(requests, contact_ids, strict=True):
+            try:
+                one = await self.accepter.prepare([request])
+            except ValueError as exc:
+                reason = f"cannot be rendered for this recipient: {exc}"
+                results.append(SendResult("failed", reason))
+                logs.append(
+                    {
+                        "message_id": None,
+                        "contact_id": contact_id,
+                        "email": request.to,
+                        "category": "marketing",
+                        "topic_id": c["topic_id"],
+                        "campaign_id": request.campaign_id,
+                        "subject": c["subject"],
+                        "status": "failed",
+                        "reason": reason[:1000],
+                        "created_at": time.time(),
+                    }
+                )
+                continue
+            results += one.results
+            rows += one.rows
+            logs += one.logs
+        return Prepared(results, rows, logs)
 
     def _slot(self, campaign_id: int, rate: float | None) -> float | None:
         if not rate:

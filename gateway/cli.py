@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from .config import SETTINGS
 from .core import Gateway
 from .errors import GatewayError, NotFound
 from .feedback import Ingested
+from .preflight import cmd_check, run_check
 
 Handler = Callable[[Gateway, argparse.Namespace], Awaitable[int]]
 
@@ -219,6 +221,8 @@ async def cmd_suppress_list(gw: Gateway, args: argparse.Namespace) -> int:
             break
         rows += page
         after = page[-1]["id"]
+    # Promise 9: a list of addresses is a read of many people's data, recorded like the API's.
+    await gw.store.record_audit(f"cli:{_login()}", "suppressions.list", "list", time.time())
     if args.json:
         out(args, rows, "")
         return 0
@@ -823,7 +827,13 @@ def build_parser() -> Parser:
         help="why, e.g. manual (default: blocks all mail) or phone/email (a refusal: stops promotional mail)",
     )
     p.add_argument("--scope", choices=("all", "marketing"), help="override what the reason stops")
-    p = command(ssub, "remove", cmd_suppress_remove, "lift a suppression (never an erasure)")
+    p = command(
+        ssub,
+        "remove",
+        cmd_suppress_remove,
+        "lift a suppression you added, or a bounce (never an erasure or the person's own "
+        "refusal: only they can lift that)",
+    )
     p.add_argument("address", metavar="ADDR")
     command(ssub, "list", cmd_suppress_list, "list suppressions")
 
@@ -976,6 +986,15 @@ def build_parser() -> Parser:
     p.add_argument("name", metavar="NAME")
 
     command(sub, "settings", cmd_settings, "list the GATEWAY_* environment variables")
+    p = command(
+        sub,
+        "check",
+        cmd_check,
+        "check the settings for what would hurt delivery or break the law; exit 1 on any error",
+        epilog="Reads the settings only (and DNS with --dns), so it runs when the database is"
+        " down too. GATEWAY_DNS_RESOLVER=host:port sends the lookups to a chosen DNS server.",
+    )
+    p.add_argument("--dns", action="store_true", help="also look up DKIM, SPF, DMARC and MX")
     return parser
 
 
@@ -996,12 +1015,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="gateway: %(message)s")
     try:
+        if args.handler is cmd_check:  # no Gateway: it must run when settings are broken
+            return run_check(args)
         gw = Gateway.from_env(concurrency=getattr(args, "concurrency", 4))
         code = asyncio.run(run(gw, args))
         if args.handler is cmd_serve:
             # The web app opens and closes the gateway in its own lifespan.
             code = serve(gw, args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
+    except BrokenPipeError:
+        # `gateway … | head`: the reader has what it wanted. Quiet, as other Unix tools are
+        # (they die of SIGPIPE: 128 + 13); output still buffered goes nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except GatewayError as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return 1

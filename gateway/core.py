@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import io
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +19,10 @@ from . import addresses
 from .accept import Accepter, SendRequest, SendResult
 from .campaigns import Campaigns
 from .config import Settings
-from .errors import InvalidInput, InvalidMessage, NotFound, StoreError
+from .errors import Conflict, InvalidInput, InvalidMessage, NotFound, StoreError
 from .feedback import Feedback, Ingested
 from .policies import Policies, PublishReport
+from .policy import decide
 from .preferences import PreferenceCenter
 from .render import Renderer
 from .signup import Signups
@@ -38,6 +41,37 @@ SUPPRESSION_SCOPES = ("all", "marketing")
 # Refusals recorded by staff (ST-3) stop promotional mail, exactly like a one-click refusal;
 # any other manual suppression blocks all mail to the address.
 REFUSAL_REASONS = frozenset({"phone", "email", "refusal", "unsubscribe", "complaint"})
+# Who may lift a suppression. Staff may lift what staff added (the CLI's and the API's
+# sources) and bounces (the address may work again); a refusal the person made themselves
+# (one-click, preference page, mailto:, a complaint) or an erasure is lifted only by the
+# person: Decree 91 Art. 20 allows no more advertising after a refusal without new consent.
+STAFF_SOURCES = frozenset({"admin", "api"})
+BOUNCE_REASONS = frozenset({"hard_bounce", "soft_bounce"})
+PERSONAL_REASONS = frozenset({"erased", "unsubscribe", "complaint"})
+# Profile fields that are shown in headers and on one line: no C0 control character (line
+# breaks, tabs, ...) and no DEL; a line break in a name breaks every subject it is used in.
+PROFILE_FIELDS = {"name": "name", "phone": "phone", "address": "postal address"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_profile_text(field: str, value: str | None) -> None:
+    """Refuse a name, phone or postal address holding a control character."""
+    if value is not None and _CONTROL.search(value):
+        label = PROFILE_FIELDS.get(field, field)
+        raise InvalidInput(
+            f"the {label} contains a line break, tab or other control character:"
+            " give it on one line without them"
+        )
+
+
+def staff_may_lift(reason: str, source: str) -> bool:
+    """A suppression staff may remove: their own (manual, a phone refusal they typed in)
+    or a bounce; never an erasure or the person's own refusal."""
+    if reason == "erased":
+        return False
+    if reason in BOUNCE_REASONS:
+        return True
+    return source in STAFF_SOURCES and reason not in PERSONAL_REASONS
 
 
 @dataclass
@@ -91,7 +125,10 @@ class Gateway:
 
     async def open(self) -> None:
         await self.store.connect()
-        self.migrated = await self.store.migrate()
+        legacy = self.signer.derived_address_keys
+        self.migrated = await self.store.migrate(legacy_address_keys=legacy)
+        # Addresses are hashed under the database's own key, which key rotation never drops.
+        self.signer.use_address_keys(*await self.store.address_keys(legacy))
 
     async def close(self) -> None:
         if self._transport is not None:
@@ -247,10 +284,37 @@ class Gateway:
             raise InvalidInput(f"topic slug {slug!r} must be letters, digits, - or _")
         if not name.strip():
             raise InvalidInput("a topic needs a --name")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name.strip()):
+            # The name goes into the List-Id header of every message of the topic.
+            raise InvalidInput("a topic name must be one line without control characters")
         return await self.store.add_topic(slug, name.strip(), double_opt_in, time.time())
 
     async def topics(self) -> list[tuple[Topic, int]]:
         return await self.store.list_topics()
+
+    async def reception(self, emails: Sequence[str]) -> dict[str, dict[str, dict[str, str]]]:
+        """Per address, per topic it has a subscription to, what will actually happen to
+        that topic's mail now: {"state": "receiving"} or {"state": "stopped", "why": ...}.
+        The recorded status can say subscribed while a refusal of all promotional mail, a
+        block or an erasure stops the mail."""
+        slugs = {topic.id: topic.slug for topic in await self.store.all_topics()}
+        standings = await self.store.standings(
+            {email: self.signer.address_hashes(email) for email in emails}
+        )
+        result: dict[str, dict[str, dict[str, str]]] = {}
+        for email, standing in standings.items():
+            per: dict[str, dict[str, str]] = {}
+            for topic_id, status in standing.subscriptions.items():
+                decision = decide("marketing", topic_id, standing)
+                if decision.allowed:
+                    per[slugs[topic_id]] = {"state": "receiving"}
+                elif status != "subscribed":
+                    why = "waiting for the person's confirmation" if status == "pending" else status
+                    per[slugs[topic_id]] = {"state": "stopped", "why": why}
+                else:
+                    per[slugs[topic_id]] = {"state": "stopped", "why": decision.reason}
+            result[email] = per
+        return result
 
     # -- contacts --------------------------------------------------------------------------
 
@@ -272,7 +336,9 @@ class Gateway:
         if language is not None and language not in LANGUAGES:
             raise InvalidInput(f"language must be vi or en, not {language!r}")
         topics = [await self.accepter.topic(slug) for slug in subscribe]
-        for value in (name, phone, address, *(attributes or {}).values()):
+        for field_name, text in (("name", name), ("phone", phone), ("address", address)):
+            check_profile_text(field_name, text)
+        for value in (attributes or {}).values():
             if value is not None and "\x00" in value:
                 raise InvalidInput("a field contains a NUL character")
         async with self.store.transaction():
@@ -355,24 +421,26 @@ class Gateway:
     ) -> ImportReport:
         """`import_contacts` for CSV text already in memory (the admin API's upload)."""
         path = name
-        reader = csv.DictReader(text.splitlines())
-        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        records = _csv_records(text, path)
+        header = records[0][1] if records else []
+        fields = [f.strip().lower() for f in header]
         if "email" not in fields:
             raise InvalidInput(f"{path}: the first line must be a header with an 'email' column")
         unknown = set(fields) - {"email", "name", "phone", "address", "language", "topics"}
         if unknown:
             raise InvalidInput(f"{path}: unknown column(s) {', '.join(sorted(unknown))}")
-        rows = list(reader)
+        rows = records[1:]
         default_topics = [await self.accepter.topic(slug) for slug in subscribe]
         report = ImportReport()
         prepared: list[tuple[int, dict[str, Any]]] = []
-        for index, raw in enumerate(rows):
-            line = index + 2
-            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+        for line, cells in rows:
+            row = {k: v.strip() for k, v in zip(fields, cells, strict=False) if k}
             try:
-                if None in raw:
+                if len(cells) > len(fields):
                     raise InvalidInput("more fields than the header has")
                 email = addresses.normalize(row.get("email", ""))
+                for field_name in PROFILE_FIELDS:
+                    check_profile_text(field_name, row.get(field_name))
                 language = row.get("language") or None
                 if language is not None and language not in LANGUAGES:
                     raise InvalidInput(f"language must be vi or en, not {language!r}")
@@ -472,16 +540,25 @@ class Gateway:
             )
 
     async def unsuppress(self, email: str) -> int:
+        """Lift the suppressions staff may lift (see `staff_may_lift`); a person's own
+        refusal or erasure stays, and when nothing else was there it is a `Conflict`."""
         email = addresses.normalize(email)
         hashes = self.signer.address_hashes(email)
-        removed = await self.store.remove_suppressions(hashes, keep_erased=True)
+        found = await self.store.suppressions_of(hashes)
+        if not found:
+            raise NotFound("the address is not on the suppression list")
+        mine = [r["id"] for r in found if staff_may_lift(r["reason"], r["source"])]
+        removed = await self.store.delete_suppressions(mine) if mine else 0
         if removed == 0:
-            standing = (await self.store.standings({email: hashes}))[email]
-            if any(s.reason == "erased" for s in standing.suppressions):
-                raise InvalidInput(
+            if any(r["reason"] == "erased" for r in found):
+                raise Conflict(
                     "this address was erased at the person's request: only their own fresh opt-in lifts it"
                 )
-            raise NotFound("the address is not on the suppression list")
+            kept = found[0]
+            raise Conflict(
+                f"the person refused this mail themselves ({kept['reason']}, by {kept['source']}):"
+                " only they can lift it, from their preference page or by signing up again"
+            )
         return removed
 
     async def suppressions(self, limit: int = 1000, after_id: int = 0) -> list[dict[str, Any]]:
@@ -517,11 +594,38 @@ class Gateway:
         retention period; returns how many."""
         cutoff = time.time() - self.settings.retention_days * 86400
         erased = 0
-        while batch := await self.store.stopped_before(cutoff):
-            for contact in batch:
-                await self.preferences.erase(contact)
-            erased += len(batch)
+        async with self.store.scrub_once():  # the database's files scrubbed once, at the end
+            while batch := await self.store.stopped_before(cutoff):
+                for contact in batch:
+                    await self.preferences.erase(contact)
+                erased += len(batch)
         return erased
+
+
+def _csv_records(text: str, path: str) -> list[tuple[int, list[str]]]:
+    """The non-blank records of a CSV with the line each starts on. A quote left open
+    would swallow the lines after it into one field (a mangled address imported without
+    a word): a record that spans lines, or any quoting the csv module's strict mode
+    refuses, rejects the whole file, naming the line, before anything is imported."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records: list[tuple[int, list[str]]] = []
+    last = 0
+    try:
+        for cells in reader:
+            start, last = last + 1, reader.line_num
+            if not cells or not any(c.strip() for c in cells):
+                continue
+            if last != start or any("\n" in c or "\r" in c for c in cells):
+                raise InvalidInput(
+                    f"{path}, line {start}: a field runs over several lines (a quote left"
+                    " open?); fix the file, nothing was imported"
+                )
+            records.append((start, cells))
+    except csv.Error as exc:
+        raise InvalidInput(
+            f"{path}, line {last + 1}: {exc} (a quote left open?); fix the file, nothing was imported"
+        ) from None
+    return records
 
 
 __all__ = ["Gateway", "ImportReport", "SendRequest", "SendResult", "StoreError", "InvalidMessage"]

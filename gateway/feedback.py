@@ -9,6 +9,7 @@ caller's transaction.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,11 +115,14 @@ class Feedback:
             elif e.kind == "policy":
                 # BN-2: the receiving server refuses the sender (authentication, reputation,
                 # policy). Not the recipient's fault: nobody is suppressed; someone must look.
+                # The log names the message and a keyed hash of the recipient, never the
+                # address: logs travel further than the database and outlive an erasure.
                 log.warning(
-                    "ALERT: %s refused mail to %s for a sender-side reason: %s",
+                    "ALERT: %s refused mail (%s, recipient %s) for a sender-side reason: %s",
                     e.source,
-                    e.email,
-                    _line(e),
+                    f"outbox id {e.outbox_id}" if e.outbox_id is not None else e.message_id,
+                    self.signer.address_hash(e.email)[:16],
+                    _scrub(_line(e), e.email),
                 )
                 actions.append(
                     f"alert for {e.email}: sender-side refusal {e.status or ''}".rstrip()
@@ -248,6 +252,13 @@ def _line(e: Event) -> str:
     if e.status and e.status not in detail:
         detail = f"{e.status} {detail}"
     return detail[:300] or e.kind
+
+
+def _scrub(text: str, email: str) -> str:
+    """`text` without the address (servers often quote the recipient in their reply)."""
+    if not email:
+        return text
+    return re.sub(re.escape(email), "<recipient>", text, flags=re.IGNORECASE)
 
 
 def _header_recipients(data: bytes) -> list[str]:

@@ -60,9 +60,10 @@ class Signer:
         self._verp_keys = [
             hashlib.sha256(b"gateway.verp:" + k.encode()).digest() for k in self.keys
         ]
-        self._hash_keys = [
-            hashlib.sha256(b"gateway.address:" + k.encode()).digest() for k in self.keys
-        ]
+        # Until `use_address_keys` installs the database's own hashing key, addresses are
+        # hashed the way releases before it did: under keys derived from the signing keys.
+        self.derived_address_keys = [derived_address_key(k) for k in self.keys]
+        self._hash_keys = list(self.derived_address_keys)
 
     def sign(self, purpose: str, payload: Any) -> str:
         return self._serializers[purpose].dumps(payload)
@@ -77,11 +78,16 @@ class Signer:
         except BadSignature:
             raise InvalidToken("bad signature") from None
 
+    def use_address_keys(self, current: bytes, legacy: Sequence[bytes] = ()) -> None:
+        """Hash addresses under the database's own key, which never rotates (the link-signing
+        keys do, and dropping one must not lift a suppression or an erasure). `legacy` are the
+        keys rows written before it were hashed under: still looked up, never written."""
+        self._hash_keys = [current, *dict.fromkeys(k for k in legacy if k != current)]
+
     def address_hashes(self, email: str) -> list[str]:
-        """Keyed hashes of a normalized address under every key, newest first: the newest is
-        stored, all are looked up, so rotating keys never forgets an erased address."""
-        data = email.encode()
-        return [hmac.new(k, data, hashlib.sha256).hexdigest() for k in self._hash_keys]
+        """Keyed hashes of a normalized address, current key first: the first is stored, all
+        are looked up, so a row hashed under a legacy key is still found."""
+        return [address_digest(k, email) for k in self._hash_keys]
 
     def address_hash(self, email: str) -> str:
         return self.address_hashes(email)[0]
@@ -110,6 +116,17 @@ class Signer:
     @staticmethod
     def _verp_mac(key: bytes, ident: str) -> str:
         return hmac.new(key, ident.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def derived_address_key(secret: str) -> bytes:
+    """The hashing key that releases before the database's own key derived from one signing
+    key: rows they wrote stay findable under it."""
+    return hashlib.sha256(b"gateway.address:" + secret.encode()).digest()
+
+
+def address_digest(key: bytes, email: str) -> str:
+    """The keyed hash of a normalized address under one hashing key."""
+    return hmac.new(key, email.encode(), hashlib.sha256).hexdigest()
 
 
 def _base36(n: int) -> str:

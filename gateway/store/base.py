@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from databases import Database, DatabaseURL
 from databases.core import Connection as DatabasesConnection
 
 from ..errors import StoreError
-from .migrate import current_version, migrate
+from .migrate import (
+    SCRUBBING_VERSION,
+    address_keys,
+    adopt_address_key,
+    current_version,
+    migrate,
+)
+
+log = logging.getLogger("gateway")
+
+# Tables to scrub (see `scrub`), and the task that will: once its outermost transaction
+# commits (_SCRUB), or at the end of a run of erasures (_DEFERRED, see `scrub_once`).
+_Pending = ContextVar[tuple[asyncio.Task[Any] | None, set[str]] | None]
+_SCRUB: _Pending = ContextVar("gateway_scrub", default=None)
+_DEFERRED: _Pending = ContextVar("gateway_scrub_deferred", default=None)
 
 
 def normalize_url(url: str) -> str:
@@ -79,6 +95,9 @@ class StoreBase:
         # the one its force_rollback mode uses, will not move under us.)
         connection = DatabasesConnection(self.db, self.db._backend)
         await connection.__aenter__()
+        # Deleted rows are overwritten with zeros, not left in free space (PD-3: an erased
+        # person leaves no byte in the file). A setting of each connection, not of the file.
+        await connection.raw_connection.execute("PRAGMA secure_delete=ON")
         self.db._global_connection = connection
 
     async def disconnect(self) -> None:
@@ -88,11 +107,32 @@ class StoreBase:
             await connection.__aexit__()
         await self.db.disconnect()
 
-    async def migrate(self) -> tuple[int | None, int]:
-        found, version = await migrate(self.db)
+    async def migrate(self, legacy_address_keys: Sequence[bytes] = ()) -> tuple[int | None, int]:
+        """Create or update the schema. `legacy_address_keys`: the keys addresses were hashed
+        under before the database had a key of its own (the gateway passes those derived
+        from GATEWAY_SECRET_KEYS), kept so rows hashed under them are still found."""
+        found, version = await migrate(self.db, legacy_address_keys)
         if self.is_sqlite:
+            if found is not None and found < SCRUBBING_VERSION:
+                # Releases before it deleted without zeroing: rows erased then may still lie
+                # in free pages. Rewriting the file once leaves none.
+                await self._scrub_safely("VACUUM")
+                await self._scrub_safely("PRAGMA wal_checkpoint(TRUNCATE)")
             self._restrict_file()
         return found, version
+
+    async def address_keys(
+        self, legacy_address_keys: Sequence[bytes] = ()
+    ) -> tuple[bytes, list[bytes]]:
+        """The database's address-hashing key and the legacy keys still looked up."""
+        keys = await address_keys(self.db)
+        if keys is None:  # a schema made without one (by hand, say): give it one now
+            async with self.transaction():
+                await self.serialize("gateway.address_key")
+                await adopt_address_key(self.db, legacy_address_keys)
+            keys = await address_keys(self.db)
+            assert keys is not None
+        return keys
 
     async def schema_version(self) -> int | None:
         return await current_version(self.db)
@@ -117,26 +157,95 @@ class StoreBase:
         connection, so writers take turns (a task already inside joins its own transaction),
         and the database lock is taken up front (BEGIN IMMEDIATE) so another process's
         writer makes us wait on the busy timeout instead of failing mid-transaction."""
-        if not self.is_sqlite:
-            async with self.db.transaction():
-                yield
-            return
         task = asyncio.current_task()
-        if self._writer is task:
-            yield
-            return
-        async with self._write_lock:
-            self._writer = task
-            try:
-                await self.run("BEGIN IMMEDIATE")
-                try:
+        pending = _SCRUB.get()
+        outermost = pending is None or pending[0] is not task
+        scrub: set[str] = set()
+        token = _SCRUB.set((task, scrub)) if outermost else None
+        try:
+            if not self.is_sqlite:
+                async with self.db.transaction():
                     yield
-                except BaseException:
-                    await self.run("ROLLBACK")
-                    raise
-                await self.run("COMMIT")
-            finally:
-                self._writer = None
+                if scrub:
+                    await self._scrub_now_or_later(scrub)
+                return
+            if self._writer is task:
+                yield
+                return
+            async with self._write_lock:
+                self._writer = task
+                try:
+                    await self.run("BEGIN IMMEDIATE")
+                    try:
+                        yield
+                    except BaseException:
+                        await self.run("ROLLBACK")
+                        raise
+                    await self.run("COMMIT")
+                    if scrub:  # before another writer of ours begins
+                        await self._scrub_now_or_later(scrub)
+                finally:
+                    self._writer = None
+        finally:
+            if token is not None:
+                _SCRUB.reset(token)
+
+    async def scrub_after_commit(self, tables: Iterable[str]) -> None:
+        """Have `scrub` run over `tables` once the current transaction commits (at once
+        outside one): what a committed delete leaves behind is gone too."""
+        pending = _SCRUB.get()
+        if pending is not None and pending[0] is asyncio.current_task():
+            pending[1].update(tables)
+        else:
+            await self._scrub_now_or_later(set(tables))
+
+    async def _scrub_now_or_later(self, tables: set[str]) -> None:
+        deferred = _DEFERRED.get()
+        if deferred is not None and deferred[0] is asyncio.current_task():
+            deferred[1].update(tables)
+        else:
+            await self.scrub(tables)
+
+    @asynccontextmanager
+    async def scrub_once(self) -> AsyncIterator[None]:
+        """Erasures inside scrub the files once, at the end, not once each (a purge)."""
+        tables: set[str] = set()
+        token = _DEFERRED.set((asyncio.current_task(), tables))
+        try:
+            yield
+        finally:
+            _DEFERRED.reset(token)
+            if tables:
+                await self.scrub(tables)
+
+    async def scrub(self, tables: Iterable[str]) -> None:
+        """Remove the bytes of deleted and overwritten rows from the database's files. SQLite
+        zeroes them in the file itself (secure_delete); the write-ahead log still holds the
+        old pages until it is checkpointed and truncated. PostgreSQL keeps dead row versions
+        in its table and index files until they are rewritten: VACUUM FULL (it locks each
+        table while it copies it). Runs outside any transaction."""
+        if self.is_sqlite:
+            await self._scrub_safely("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            await self._scrub_safely(f"VACUUM (FULL, ANALYZE) {', '.join(sorted(tables))}")
+
+    async def _scrub_safely(self, statement: str) -> None:
+        # What was erased is committed: a scrub that cannot run now must not report the
+        # erasure as failed. It is logged with what to do instead.
+        try:
+            found = await self.rows(statement)
+        except Exception as exc:
+            log.warning(
+                "erased data may remain in the database files: %s failed (%s); run it by hand",
+                statement,
+                exc,
+            )
+            return
+        if found and found[0] and found[0][0] == 1:  # wal_checkpoint: (busy, log, done)
+            log.warning(
+                "the write-ahead log still holds erased data: another process is reading"
+                " the database; it is emptied at the next full checkpoint"
+            )
 
     async def analyze(self, *tables: str) -> None:
         """Refresh the PostgreSQL planner's statistics after a bulk load (autovacuum would,

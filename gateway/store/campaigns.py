@@ -110,10 +110,12 @@ class CampaignQueries(StoreBase):
             key = "queued" if state in WAITING else state
             if key in counts:
                 counts[key] += n
-        # Refused at accept time: no outbox row, only the log says so.
+        # Refused at accept time, or a recipient whose message could not be rendered: no
+        # outbox row, only the log says so.
         rows = await self.rows(
             "SELECT status, COUNT(*) FROM message_log WHERE campaign_id = ?"
-            " AND status IN ('suppressed', 'blocked') AND message_id IS NULL GROUP BY status",
+            " AND status IN ('suppressed', 'blocked', 'failed') AND message_id IS NULL"
+            " GROUP BY status",
             (campaign_id,),
         )
         for status, n in rows:

@@ -54,20 +54,17 @@ class PeopleQueries(StoreBase):
         return Topic(row["id"], row["slug"], row["name"], row["double_opt_in"]) if row else None
 
     async def list_topics(self) -> list[tuple[Topic, int]]:
-        """Each topic with its number of subscribed contacts."""
-        subscribed = (
-            select(func.count())
-            .where(t.subscriptions.c.topic_id == t.topics.c.id)
-            .where(t.subscriptions.c.status == "subscribed")
-            .scalar_subquery()
+        """Each topic with the number of people who would receive it: subscribed, and not
+        stopped by a suppression (a refusal of all promotional mail, a block of all mail,
+        an erasure or a refusal of the topic)."""
+        rows = await self.rows(
+            "SELECT t.id, t.slug, t.name, t.double_opt_in, (SELECT COUNT(*) FROM subscriptions s"
+            " JOIN contacts c ON c.id = s.contact_id WHERE s.topic_id = t.id"
+            " AND s.status = 'subscribed' AND NOT EXISTS (SELECT 1 FROM suppressions x"
+            " WHERE x.email = c.email AND (x.scope IN ('all', 'marketing')"
+            " OR (x.scope = 'topic' AND x.topic_id = t.id)))) FROM topics t ORDER BY t.slug"
         )
-        rows = await self.db.fetch_all(
-            select(t.topics, subscribed.label("subscribers")).order_by(t.topics.c.slug)
-        )
-        return [
-            (Topic(r["id"], r["slug"], r["name"], r["double_opt_in"]), r["subscribers"])
-            for r in rows
-        ]
+        return [(Topic(r[0], r[1], r[2], bool(r[3])), int(r[4])) for r in rows]
 
     # -- contacts --------------------------------------------------------------------------
 
@@ -238,6 +235,29 @@ class PeopleQueries(StoreBase):
             )
             await self.db.execute(t.suppressions.delete().where(*where))
         return int(count or 0)
+
+    async def suppressions_of(self, hashes: Sequence[str]) -> list[dict[str, Any]]:
+        """Every suppression of one address (its keyed hashes under every key), oldest first."""
+        rows = await self.db.fetch_all(
+            select(
+                t.suppressions.c.id,
+                t.suppressions.c.scope,
+                t.suppressions.c.reason,
+                t.suppressions.c.source,
+            )
+            .where(t.suppressions.c.email_hash.in_(list(hashes)))
+            .order_by(t.suppressions.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    async def delete_suppressions(self, ids: Sequence[int]) -> int:
+        """Remove these suppressions; returns how many were still there."""
+        async with self.transaction():
+            rows = await self.rows(
+                f"DELETE FROM suppressions WHERE id IN ({self.marks(len(ids))}) RETURNING id",
+                list(ids),
+            )
+        return len(rows)
 
     async def list_suppressions(self, limit: int = 1000, after_id: int = 0) -> list[dict[str, Any]]:
         rows = await self.db.fetch_all(

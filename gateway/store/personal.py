@@ -5,12 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import case, or_, select
 
 from . import schema as t
 from .base import StoreBase
 from .people import consent_rows
 from .records import Contact
+
+# Every table an erasure deletes or overwrites rows of.
+ERASED_TABLES = (
+    "contacts",
+    "contact_attributes",
+    "subscriptions",
+    "consent_ledger",
+    "message_log",
+    "bounces",
+    "outbox",
+    "suppressions",
+)
 
 
 class PersonalData(StoreBase):
@@ -104,7 +116,8 @@ class PersonalData(StoreBase):
         self, email: str, contact: Contact | None, hashes: Sequence[str], now: float
     ) -> None:
         """Remove the person and every personal field that mentions them; keep only the keyed
-        hash (reason erased) so the address is never mailed again. Call inside a transaction."""
+        hash (reason erased) so the address is never mailed again. Call inside a transaction:
+        once it commits, the database's files are scrubbed of what the rows held (PD-3)."""
         cid = contact.id if contact is not None else -1
         await self.db.execute(
             t.contact_attributes.delete().where(t.contact_attributes.c.contact_id == cid)
@@ -116,12 +129,28 @@ class PersonalData(StoreBase):
             .where(t.consent_ledger.c.contact_id == cid)
             .values(contact_id=None, ip=None)
         )
-        mentions = or_(t.message_log.c.contact_id == cid, t.message_log.c.email == email)
-        await self.db.execute(
-            t.message_log.update().where(mentions).values(contact_id=None, email=None, subject=None)
-        )
-        # Mail still waiting for them is stopped, and its content dropped.
         mine = or_(t.outbox.c.contact_id == cid, t.outbox.c.email == email)
+        their_messages = select(t.outbox.c.message_id).where(mine)
+        # Free text can quote the address (a server's "550 <an@…> unknown"): cleared with it.
+        mentions = or_(
+            t.message_log.c.contact_id == cid,
+            t.message_log.c.email == email,
+            t.message_log.c.message_id.in_(their_messages),
+        )
+        await self.db.execute(
+            t.message_log.update()
+            .where(mentions)
+            .values(contact_id=None, email=None, subject=None, reason=None)
+        )
+        await self.db.execute(t.bounces.delete().where(t.bounces.c.email == email))
+        # Reports about their mail naming another address (an alias): kept as counts only.
+        await self.db.execute(
+            t.bounces.update()
+            .where(t.bounces.c.message_id.in_(their_messages))
+            .values(email=None, detail=None)
+        )
+        # Mail still waiting for them is stopped; every message's content and free text is
+        # dropped (the caller's idempotency key and a template's context can name them too).
         await self.db.execute(
             t.outbox.update()
             .where(mine)
@@ -129,11 +158,22 @@ class PersonalData(StoreBase):
             .values(state="suppressed", last_error="erased", updated_at=now)
         )
         await self.db.execute(
-            t.outbox.update().where(mine).values(contact_id=None, email=None, raw=None)
+            t.outbox.update()
+            .where(mine)
+            .values(
+                contact_id=None,
+                email=None,
+                raw=None,
+                context=None,
+                idempotency_key=None,
+                last_error=case((t.outbox.c.last_error == "erased", "erased"), else_=None),
+            )
         )
         await self.db.execute(
             t.suppressions.update()
-            .where(t.suppressions.c.email_hash.in_(list(hashes)))
+            .where(
+                or_(t.suppressions.c.email_hash.in_(list(hashes)), t.suppressions.c.email == email)
+            )
             .values(email=None)
         )
         await self.db.execute(
@@ -146,8 +186,8 @@ class PersonalData(StoreBase):
                 created_at=now,
             )
         )
-        await self.db.execute(t.bounces.delete().where(t.bounces.c.email == email))
         await self.db.execute(t.contacts.delete().where(t.contacts.c.id == cid))
+        await self.scrub_after_commit(ERASED_TABLES)
 
     async def stopped_before(self, cutoff: float, limit: int = 500) -> list[Contact]:
         """Contacts marked as no longer using the service since before `cutoff` (PD-4)."""

@@ -18,12 +18,15 @@ from sqlalchemy import (
 )
 
 # Bumped with every change to the tables; `gateway init` brings an older database up to it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
 # Times are seconds since the epoch (UTC) in Float columns: cheap to compare on both databases.
 
+# schema_version; address_key: the key addresses are hashed under (hex, never rotates, shared
+# by every process on the database); legacy_address_keys: the keys rows written before it
+# were hashed under (hex, comma-separated), looked up and never written.
 meta = Table(
     "meta",
     metadata,

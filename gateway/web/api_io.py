@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 
 from ..core import Gateway
 from .schemas import MAX_PAGE, REQUESTS
-from .validate import MAX_INTEGER, Invalid, check_text, validate
+from .validate import MAX_INTEGER, Invalid, check_depth, check_text, validate
 
 # Room for html and text at their longest even when every character is sent as a \u escape.
 MAX_JSON = 16 * 1024 * 1024
@@ -94,6 +94,10 @@ async def json_body(request: Request, schema: str, *, required: bool = True) -> 
         fail(400, "the body is not UTF-8")
     except (ValueError, RecursionError) as exc:
         fail(400, f"the body is not valid JSON: {exc}")
+    try:
+        check_depth(data)
+    except Invalid as exc:
+        fail(400, str(exc))
     if not isinstance(data, dict):
         fail(422, "the body must be a JSON object")
     try:

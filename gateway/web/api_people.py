@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .. import addresses
+from ..core import check_profile_text
 from ..errors import InvalidInput, NotFound, StoreError
 from ..store import Contact
 from .api_io import audit, csv_body, fail, gateway, json_body, paging, path_id, query
@@ -22,6 +23,7 @@ PROFILE = (("name", "name"), ("phone", "phone"), ("address", "postal_address"))
 REASON = re.compile(r"[a-z0-9_-]{1,32}")
 SLUG = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_CSV_ROWS = 100_000
+FORMULA_START = frozenset("=+-@\t\r")
 
 
 def contact_json(record: dict[str, Any]) -> dict[str, Any]:
@@ -36,13 +38,25 @@ def contact_json(record: dict[str, Any]) -> dict[str, Any]:
         "source": record["source"],
         "attributes": record["attributes"],
         "subscriptions": record["subscriptions"],
+        # what the recorded status leads to now: a refusal of all promotional mail, a
+        # block or an erasure stops a topic's mail whatever its status says
+        "effective": record.get("effective", {}),
         "created_at": record["created_at"],
         "updated_at": record["updated_at"],
     }
 
 
+async def _records(request: Request, ids: list[int]) -> list[dict[str, Any]]:
+    gw = gateway(request)
+    records = await gw.store.contact_records(ids)
+    reception = await gw.reception([r["email"] for r in records])
+    for r in records:
+        r["effective"] = reception.get(r["email"], {})
+    return records
+
+
 async def _record(request: Request, contact_id: int) -> dict[str, Any]:
-    records = await gateway(request).store.contact_records([contact_id])
+    records = await _records(request, [contact_id])
     if not records:
         fail(404, f"no contact {contact_id}")
     return records[0]
@@ -75,7 +89,7 @@ async def contacts(request: Request) -> Response:
         return JSONResponse(contact_json(record))
     after, limit = paging(params)
     ids = await gw.store.contact_ids(after, limit + 1)
-    records = await gw.store.contact_records(ids[:limit])
+    records = await _records(request, ids[:limit])
     await audit(request, "contacts.list", None)
     return JSONResponse(
         {
@@ -91,6 +105,8 @@ async def create_contact(request: Request) -> Response:
     email = addresses.normalize(data["email"])
     existing = await gw.store.get_contact(email)
     if existing is not None:
+        # The answer tells that this person is a contact, and their id: a read (promise 9).
+        await audit(request, "contacts.exists", email)
         fail(
             409,
             f"a contact with that address exists (id {existing.id}): change it with"
@@ -120,6 +136,8 @@ async def update_contact(request: Request) -> Response:
     gw = gateway(request)
     data = await json_body(request, "ContactUpdate")
     target = await _contact(request)
+    for key, _ in PROFILE:
+        check_profile_text(key, data.get(key))
     fields = {column: data[key] for key, column in PROFILE if key in data}
     if "language" in data:
         fields["language"] = data["language"]
@@ -230,6 +248,12 @@ async def topics(request: Request) -> Response:
 # -- suppressions --------------------------------------------------------------------------------
 
 
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: one starting with = + - @ (or a tab or CR) would
+    run as a formula when the export is opened (OWASP: CSV injection), so it gets a '."""
+    return "'" + value if value[:1] in FORMULA_START else value
+
+
 def _reason(reason: str) -> str:
     if not REASON.fullmatch(reason):
         raise InvalidInput("the reason must be 1-32 lower-case letters, digits, - or _")
@@ -267,7 +291,7 @@ async def remove_suppression(request: Request) -> Response:
         removed = await gw.unsuppress(email)
     except NotFound as exc:
         fail(404, str(exc))
-    except InvalidInput as exc:  # an erasure: only the person's own opt-in lifts it
+    except InvalidInput as exc:  # an erasure or the person's own refusal: only they lift it
         fail(409, str(exc))
     return JSONResponse({"email": email, "removed": removed})
 
@@ -288,9 +312,8 @@ async def export_suppressions(request: Request) -> Response:
                 if r["email"] is None:
                     continue  # an erasure: only a keyed hash is left, nothing to export
                 when = datetime.fromtimestamp(r["created_at"], UTC).isoformat(timespec="seconds")
-                writer.writerow(
-                    (r["email"], r["scope"], r["topic"] or "", r["reason"], r["source"], when)
-                )
+                cells = (r["email"], r["scope"], r["topic"] or "", r["reason"], r["source"], when)
+                writer.writerow([csv_cell(c) for c in cells])
             yield out.getvalue()
             out.seek(0)
             out.truncate()

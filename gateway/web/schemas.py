@@ -55,6 +55,7 @@ REASON = text(
     description="lower-case letters, digits, - or _ (e.g. manual, phone, email, complaint)",
 )
 COUNT: Schema = {"type": "integer", "minimum": 0}
+STRING_MAP: Schema = {"type": "object", "additionalProperties": STRING}
 ID: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_INTEGER}
 TIME: Schema = {"type": "number", "description": "seconds since the epoch (UTC)"}
 BAD_ROWS: Schema = {"type": "array", "items": record({"line": COUNT, "reason": STRING})}
@@ -213,6 +214,12 @@ RESPONSES: dict[str, Schema] = {
                 "type": "object",
                 "description": "topic slug to pending, subscribed or unsubscribed",
                 "additionalProperties": STRING,
+            },
+            "effective": {
+                "type": "object",
+                "description": "topic slug to what happens to its mail now: state receiving,"
+                " or stopped with why (refused all promotional mail, suppressed, erased, ...)",
+                "additionalProperties": STRING_MAP,
             },
             "created_at": TIME,
             "updated_at": TIME,
