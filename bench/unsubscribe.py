@@ -105,7 +105,7 @@ def contact_name(i: int) -> str:
 def gateway_env(tmp: Path, port: int) -> dict[str, str]:
     return {
         "GATEWAY_DATABASE_URL": f"sqlite:///{tmp / 'gateway.db'}",
-        "GATEWAY_SECRET_KEYS": "bench-key-newest,bench-key-older",
+        "GATEWAY_SECRET_KEYS": "bench-key-newest-4f8a2c6e0b9d1f3a7c5e,bench-key-older-9b3d7f1a5c0e8b2d6f4a",
         "GATEWAY_BASE_URL": f"http://{HOST}:{port}",
         "GATEWAY_SMTP_URL": f"maildir://{tmp / 'mail'}",
         "GATEWAY_FROM": "Shop <news@first.vn>",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +15,24 @@ from . import addresses, mime
 from .config import Settings
 from .errors import InvalidMessage, MessageRefused, UnknownTopic
 from .policy import CATEGORIES, decide
-from .render import RESERVED, Draft, Renderer
+from .render import DROPPED, RESERVED, Draft, OutOfTime, Rendered, Renderer
 from .store import Contact, Store, Topic
 from .tokens import Signer
+
+# Renders (templates and the content scan) run off the event loop in this many threads,
+# shared by every gateway of the process: hostile requests wait for one, they cannot add
+# threads; a render still waiting when its time is up is dropped unstarted.
+RENDER_THREADS = 4
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _render_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="gateway-render")
+        return _pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +105,66 @@ class Accepter:
             self._topics[slug] = topic
         return topic
 
+    async def render(
+        self,
+        draft: Draft,
+        contact: Contact | None,
+        attributes: Mapping[str, str] | None = None,
+        *,
+        message_id: str | None = None,
+    ) -> Rendered:
+        """`Renderer.render` in a render thread, stopped after GATEWAY_RENDER_TIMEOUT: a
+        pathological template or body never holds up the event loop (and so every other
+        request) and never runs on unseen."""
+        return (await self.render_many([(draft, contact, attributes)], message_id))[0]
+
+    async def render_many(
+        self,
+        items: Sequence[tuple[Draft, Contact | None, Mapping[str, str] | None]],
+        message_id: str | None = None,
+    ) -> list[Rendered]:
+        """Several messages in one trip to a render thread (a campaign's page), each with
+        GATEWAY_RENDER_TIMEOUT of its own."""
+        if not items:
+            return []
+        timeout = self.settings.render_timeout
+        given_up = threading.Event()
+
+        def job() -> list[Rendered]:
+            done = []
+            for draft, contact, attributes in items:
+                if given_up.is_set():
+                    break
+                deadline = time.monotonic() + timeout
+                done.append(
+                    self.renderer.render(
+                        draft, contact, attributes, message_id=message_id, deadline=deadline
+                    )
+                )
+            return done
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(_render_pool(), job), timeout * len(items)
+            )
+        except (TimeoutError, OutOfTime):
+            raise OutOfTime(
+                f"the message took longer than {timeout:g} s to render and check, so it was"
+                " not accepted: shorten its loops and its body (or raise GATEWAY_RENDER_TIMEOUT)"
+            ) from None
+        finally:
+            given_up.set()
+
+    def _check_body(self, what: str, body: str | None) -> None:
+        limit = self.settings.max_body_bytes
+        # A character is 1 to 4 bytes in UTF-8: encode only when the length leaves a doubt.
+        if body and len(body) * 4 > limit and (len(body) > limit or len(body.encode()) > limit):
+            raise InvalidMessage(
+                f"the {what} body is larger than {limit} bytes: send a shorter message"
+                " (GATEWAY_MAX_BODY_BYTES sets the limit)"
+            )
+
     async def draft(self, req: SendRequest) -> Draft:
         """Everything that can be wrong with a request, found before anything is written."""
         to = addresses.normalize(req.to)
@@ -106,6 +184,8 @@ class Accepter:
         if not (req.subject or "").strip():
             raise InvalidMessage("the subject is empty")
         mime.check_header("Subject", req.subject)
+        self._check_body("html", req.html)
+        self._check_body("text", req.text)
         if not (req.html or "").strip() and not (req.text or "").strip():
             raise InvalidMessage("the message has no body: give html, text or both")
         label = self.settings.ad_label
@@ -115,8 +195,8 @@ class Accepter:
         for name, value in (req.headers or {}).items():
             mime.check_header(name, value)
             lowered = name.lower()
-            if lowered.startswith("list-"):
-                continue  # LU-1: only the gateway's own List-* headers go out
+            if lowered.startswith("list-") or lowered in DROPPED:
+                continue  # LU-1: only the gateway's own List-* headers go out; no receipts
             if lowered in RESERVED:
                 raise InvalidMessage(f"header {name} is set by the gateway and cannot be supplied")
             headers.append((name, mime.encode_text(value)))
@@ -222,6 +302,8 @@ class Accepter:
                 {drafts[i].to: self.signer.address_hashes(drafts[i].to) for i in pending},
                 attributes=True,
             )
+            entries: dict[int, dict[str, Any]] = {}  # the log entry of each, by position
+            allowed: list[tuple[int, dict[str, Any], Contact | None, Mapping[str, str]]] = []
             for i in pending:
                 draft = drafts[i]
                 standing = standings[draft.to]
@@ -241,23 +323,25 @@ class Accepter:
                     entry = {**base_log, "subject": draft.subject}
                     if decision.erased:
                         entry.update(email=None, subject=None, contact_id=None)
-                    logs.append({**entry, "status": "suppressed", "reason": decision.reason})
+                    entries[i] = {**entry, "status": "suppressed", "reason": decision.reason}
                     continue
-                rendered = self.renderer.render(draft, contact, standing.attributes)
+                allowed.append((i, base_log, contact, standing.attributes))
+            renders = await self.render_many([(drafts[i], c, a) for i, _, c, a in allowed])
+            for (i, base_log, _, _), rendered in zip(allowed, renders, strict=True):
+                draft = drafts[i]
+                topic_id = draft.topic.id if draft.topic else None
                 if rendered.findings:
                     urls = tuple(dict.fromkeys(f.url for f in rendered.findings))
                     reason = "third-party content: " + "; ".join(
                         dict.fromkeys(f"{f.url} ({f.reason})" for f in rendered.findings)
                     )
                     results[i] = SendResult("blocked", reason, None, urls)
-                    logs.append(
-                        {
-                            **base_log,
-                            "subject": rendered.subject,
-                            "status": "blocked",
-                            "reason": reason,
-                        }
-                    )
+                    entries[i] = {
+                        **base_log,
+                        "subject": rendered.subject,
+                        "status": "blocked",
+                        "reason": reason,
+                    }
                     continue
                 rows.append(
                     {
@@ -277,14 +361,13 @@ class Accepter:
                         "updated_at": now,
                     }
                 )
-                logs.append(
-                    {
-                        **base_log,
-                        "message_id": rendered.message_id,
-                        "subject": rendered.subject,
-                        "status": "accepted",
-                        "reason": None,
-                    }
-                )
+                entries[i] = {
+                    **base_log,
+                    "message_id": rendered.message_id,
+                    "subject": rendered.subject,
+                    "status": "accepted",
+                    "reason": None,
+                }
                 results[i] = SendResult("queued", "", rendered.message_id)
+            logs = [entries[i] for i in pending]
         return Prepared([r for r in results if r is not None], rows, logs)

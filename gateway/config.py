@@ -17,6 +17,7 @@ from .errors import ConfigError
 log = logging.getLogger("gateway")
 
 DEV_SECRET_FILE = ".gateway-secret"
+MIN_SECRET_KEY_LENGTH = 32
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -53,12 +54,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_SMTP_URL",
         "maildir://./var/mail",
-        "smtp://user:pass@host:port[?starttls=1], smtps://…, or maildir:///path",
+        "smtp://user:pass@host:port[?starttls=1], smtps://…, or maildir:///path; with a user"
+        " and password TLS is required (?tls=none allows plain text to a relay on this machine)",
     ),
     Setting(
         "GATEWAY_SECRET_KEYS",
         "",
-        "comma-separated signing keys, newest first; a development key is kept in .gateway-secret when unset",
+        "comma-separated signing keys, newest first, each at least 32 characters; a development"
+        " key is kept in .gateway-secret when unset",
     ),
     Setting(
         "GATEWAY_BASE_URL", "http://127.0.0.1:8000", "public base URL of the preference center"
@@ -145,6 +148,17 @@ SETTINGS: tuple[Setting, ...] = (
         "GATEWAY_POLICY_VERSION", "1", "version of the privacy policy recorded with each consent"
     ),
     Setting(
+        "GATEWAY_RENDER_TIMEOUT",
+        "5",
+        "seconds one message may take to render and scan; a template that takes longer is"
+        " refused and nothing is queued",
+    ),
+    Setting(
+        "GATEWAY_MAX_BODY_BYTES",
+        "2000000",
+        "largest html and largest text body of one message, in bytes (UTF-8)",
+    ),
+    Setting(
         "GATEWAY_RETENTION_DAYS",
         "365",
         "`gateway purge` erases contacts who stopped using the service this many days ago",
@@ -181,6 +195,8 @@ class Settings:
     default_language: str = "vi"
     policy_version: str = "1"
     retention_days: int = 365
+    render_timeout: float = 5.0
+    max_body_bytes: int = 2_000_000
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -250,6 +266,12 @@ class Settings:
                 " (the gateway adds +TOKEN per message)"
             )
         retention = number("GATEWAY_RETENTION_DAYS", int)
+        render_timeout = number("GATEWAY_RENDER_TIMEOUT", _duration)
+        if render_timeout <= 0:
+            raise ConfigError("GATEWAY_RENDER_TIMEOUT must be more than 0 seconds, e.g. 5")
+        max_body = number("GATEWAY_MAX_BODY_BYTES", int)
+        if max_body < 1:
+            raise ConfigError("GATEWAY_MAX_BODY_BYTES must be at least 1, e.g. 2000000")
         language = get("GATEWAY_DEFAULT_LANGUAGE")
         if language not in ("vi", "en"):
             raise ConfigError("GATEWAY_DEFAULT_LANGUAGE must be vi or en")
@@ -294,6 +316,8 @@ class Settings:
             default_language=language,
             policy_version=get("GATEWAY_POLICY_VERSION"),
             retention_days=retention,
+            render_timeout=render_timeout,
+            max_body_bytes=max_body,
         )
         known = {f.name for f in fields(cls)}
         for key, value in overrides.items():
@@ -301,9 +325,49 @@ class Settings:
                 raise ConfigError(f"unknown setting {key!r}")
             values[key] = value
         settings = cls(**values)  # type: ignore[arg-type]
+        _check_header_settings(env)
         if not settings.secret_keys:
-            settings = _with_dev_key(settings)
+            return _with_dev_key(settings)
+        for i, key in enumerate(settings.secret_keys, 1):
+            _check_secret_key(key, i)
         return settings
+
+
+def _check_secret_key(key: str, position: int) -> None:
+    """A key signs every unsubscribe and preference link: one that can be guessed lets a
+    stranger forge them. Refused with the way to make a good one."""
+    problem = None
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        problem = f"is {len(key)} characters long; it needs at least {MIN_SECRET_KEY_LENGTH}"
+    elif len(set(key)) < 8:
+        problem = "repeats a few characters: it is easy to guess"
+    if problem:
+        raise ConfigError(
+            f"GATEWAY_SECRET_KEYS: key {position} {problem}; make one with"
+            ' python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+
+
+def _check_header_settings(env: Mapping[str, str]) -> None:
+    """Settings that are written into message headers or the footer hold no control
+    characters: a line break there would start a header of its own in every message."""
+    for name in (
+        "GATEWAY_FROM",
+        "GATEWAY_SENDER_NAME",
+        "GATEWAY_SENDER_POSTAL_ADDRESS",
+        "GATEWAY_SENDER_PHONE",
+        "GATEWAY_SENDER_WEBSITE",
+        "GATEWAY_REFUSAL_ADDRESS",
+        "GATEWAY_BOUNCE_ADDRESS",
+        "GATEWAY_AD_LABEL",
+        "GATEWAY_DKIM_DOMAIN",
+        "GATEWAY_DKIM_SELECTOR",
+    ):
+        value = env.get(name, "").strip()
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(
+                f"{name} holds a line break or another control character: write it on one line"
+            )
 
 
 def _with_dev_key(settings: Settings) -> Settings:

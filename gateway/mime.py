@@ -15,15 +15,20 @@ from collections.abc import Iterable
 
 from .errors import HeaderInjection, InvalidMessage
 
-# Header names are RFC 5322 ftext: printable ASCII except colon.
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+# Header names are RFC 5322 ftext: printable ASCII except colon (fullmatch: a `$` would
+# also match before a final newline).
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
 _ATEXT_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What an unstructured value cannot carry as is: an encoded-word lookalike, or any control
+# character but tab (CR and LF included).
+_NOT_AS_IS = re.compile(r"=\?|[\x00-\x08\x0a-\x1f\x7f]")
 _MAX_WORD_BYTES = 45  # 45 bytes -> 60 base64 chars -> a 72-char encoded word (limit 75)
 
 
 def check_header(name: str, value: str) -> None:
     """MF-2: a caller-supplied header value never carries CR or LF."""
-    if not _HEADER_NAME.match(name):
+    if not _HEADER_NAME.fullmatch(name):
         raise InvalidMessage(f"header name {name!r} is not valid")
     if "\r" in value or "\n" in value or "\x00" in value:
         raise HeaderInjection(f"header {name} contains a line break, which is not allowed")
@@ -47,10 +52,11 @@ def _encoded_words(value: str) -> list[str]:
 
 def encode_text(value: str) -> str:
     """An unstructured header value (Subject): ASCII as is, folded at spaces when long;
-    anything else as RFC 2047 encoded words, one per folded line."""
+    anything else as RFC 2047 encoded words, one per folded line. Control characters, CR
+    and LF among them, are always encoded: they can never end the header line (MF-2)."""
     if (
         value.isascii()
-        and not re.search(r"=\?|[\x00-\x08\x0b-\x1f\x7f]", value)
+        and not _NOT_AS_IS.search(value)
         and all(len(word) <= 70 for word in value.split(" "))
     ):
         if len(value) <= 76:
@@ -71,7 +77,7 @@ def format_address(name: str | None, address: str) -> str:
     """`Name <addr>` with the name quoted or encoded as needed; the address must be ASCII."""
     if not name:
         return address
-    if name.isascii():
+    if name.isascii() and not _CONTROL.search(name):
         if _ATEXT_PHRASE.match(name):
             return f"{name} <{address}>"
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')

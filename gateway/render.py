@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +14,9 @@ from typing import Any
 
 import jinja2
 from inscriptis import get_text
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from markupsafe import Markup
 from selectolax.lexbor import LexborHTMLParser
 
@@ -68,6 +72,75 @@ def html_to_text(html: str) -> str:
     return get_text(tree.html or "").strip() + "\n"
 
 
+class OutOfTime(TemplateError):
+    """Raised inside a render that passed its deadline (see `Renderer.render`)."""
+
+
+_clock = threading.local()  # .deadline: time.monotonic() by which this thread's render ends
+
+
+def _check_clock() -> None:
+    deadline = getattr(_clock, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise OutOfTime("the deadline passed")
+
+
+class _Clock(Extension):
+    """Every `{% for %}` of a template iterates through `iterate`, so a loop that makes no
+    call and writes nothing still stops at the deadline."""
+
+    def iterate(self, iterable: Any) -> Any:
+        for i, item in enumerate(iterable):
+            if not i & 255:
+                _check_clock()
+            yield item
+
+
+class TimedEnvironment(SandboxedEnvironment):
+    """The sandbox, stopped at the deadline of the render running in this thread: every
+    call, attribute and item lookup and loop checks the clock, and `*` and `**` cannot make
+    a value too large to compute in time."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    MAX_PRODUCT = 10_000_000  # items of a str or list made by `*`
+    MAX_EXPONENT = 10_000
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(extensions=[_Clock], **options)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            iterate = nodes.ExtensionAttribute(_Clock.identifier, "iterate")
+            loop.iter = nodes.Call(iterate, [loop.iter], [], None, None)
+        return tree
+
+    def call(__self, __context: Any, __obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _check_clock()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _check_clock()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _check_clock()
+        return super().getitem(obj, argument)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _check_clock()
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(n, int):
+                    if len(seq) * n > self.MAX_PRODUCT:
+                        raise SecurityError(
+                            f"a value of more than {self.MAX_PRODUCT} items is not allowed"
+                        )
+        elif operator == "**" and isinstance(right, int) and abs(right) > self.MAX_EXPONENT:
+            raise SecurityError(f"an exponent above {self.MAX_EXPONENT} is not allowed")
+        return super().call_binop(context, operator, left, right)
+
+
 class Attributes(dict[str, str]):
     """A contact's attributes in templates: one a contact never gave renders empty, so a
     campaign can greet by city without failing for those who gave none."""
@@ -104,14 +177,14 @@ class Renderer:
         self.signer = signer
         # Autoescaped HTML; subject and text are not HTML, so they are not escaped.
         # Layouts are read once: no stat() of the template files on every message.
-        self.html_env = SandboxedEnvironment(
+        self.html_env = TimedEnvironment(
             auto_reload=False,
             autoescape=True,
             undefined=jinja2.StrictUndefined,
             loader=jinja2.FileSystemLoader(templates / "mail"),
             keep_trailing_newline=True,  # a customer's document is kept to its last byte
         )
-        self.text_env = SandboxedEnvironment(
+        self.text_env = TimedEnvironment(
             auto_reload=False,
             autoescape=False,
             undefined=jinja2.StrictUndefined,
@@ -148,7 +221,15 @@ class Renderer:
     def _render(self, source: str, html: bool, what: str, ctx: Mapping[str, Any]) -> str:
         template = self._template(source, html, what)
         try:
-            return template.render(ctx)
+            # Chunk by chunk, so a template that writes without end stops at the deadline.
+            chunks = []
+            for i, chunk in enumerate(template.generate(ctx)):
+                chunks.append(chunk)
+                if not i & 63:
+                    _check_clock()
+            return "".join(chunks)
+        except OutOfTime:
+            raise
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{what} template: {exc}") from None
         except Exception as exc:  # errors raised inside template code (e.g. division by zero)
@@ -172,6 +253,24 @@ class Renderer:
         attributes: Mapping[str, str] | None = None,
         *,
         message_id: str | None = None,
+        deadline: float | None = None,
+    ) -> Rendered:
+        """The message as bytes, scanned. With a `deadline` (a `time.monotonic()` value) a
+        render still running then stops with `OutOfTime`; the caller runs it in a thread of
+        its own (a render holds no lock and shares only caches)."""
+        previous = getattr(_clock, "deadline", None)
+        _clock.deadline = deadline
+        try:
+            return self._render_message(draft, contact, attributes, message_id)
+        finally:
+            _clock.deadline = previous
+
+    def _render_message(
+        self,
+        draft: Draft,
+        contact: Contact | None,
+        attributes: Mapping[str, str] | None,
+        message_id: str | None,
     ) -> Rendered:
         settings = self.settings
         marketing = draft.category == "marketing"

@@ -81,7 +81,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> d
     monkeypatch.chdir(tmp_path)
     values = {
         "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_SECRET_KEYS": "test-key-newest,test-key-older",
+        "GATEWAY_SECRET_KEYS": "test-key-newest-6f1c2a9e4b7d3f8a5c0e,test-key-older-2b8e5d1a7c4f9e3b6a0d",
         "GATEWAY_SMTP_URL": f"maildir://{tmp_path / 'mail'}",
         **SENDER,
     }

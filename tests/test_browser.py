@@ -118,7 +118,7 @@ async def server(tmp_path: Path, smtp: RecordingSMTPServer) -> AsyncIterator[Ser
     env |= {
         "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'gw.db'}",
         "GATEWAY_SMTP_URL": smtp.url,
-        "GATEWAY_SECRET_KEYS": "browser-test-key",
+        "GATEWAY_SECRET_KEYS": "browser-test-key-5c1e9a3f7b2d6e0a8c4f",
         "GATEWAY_BASE_URL": origin,
         "GATEWAY_FROM": "Shop <news@first.vn>",
         "GATEWAY_FIRST_PARTY_DOMAINS": "first.vn,127.0.0.1",

@@ -45,7 +45,7 @@ def scale(postgres: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env = {
         **SENDER,
         "GATEWAY_DATABASE_URL": postgres.cluster.url(name),
-        "GATEWAY_SECRET_KEYS": "scale-key",
+        "GATEWAY_SECRET_KEYS": "scale-key-7a3e1c9f5b0d2e8a4c6f1b9d",
         "GATEWAY_LEASE_SECONDS": str(LEASE),
         # three campaigns to the same people in one day: the cap is not what is tested here
         "GATEWAY_MARKETING_DAILY_CAP": "10",

@@ -150,10 +150,10 @@ async def test_import_rejects_a_file_without_an_email_column(env, tmp_path):
 
 async def test_suppression_lookup_is_by_keyed_hash_under_every_key(env):
     """A suppression written under an older key is still found after the keys rotate."""
-    env["GATEWAY_SECRET_KEYS"] = "old-key"
+    env["GATEWAY_SECRET_KEYS"] = "old-key-3e9a1c7f5b2d8e4a6c0f9b1d"
     async with Gateway.from_env(env) as gw:
         await gw.suppress("an@example.vn")
-    env["GATEWAY_SECRET_KEYS"] = "new-key,old-key"
+    env["GATEWAY_SECRET_KEYS"] = "new-key-8d2f6b0e4a9c1e7b3f5a2c6d,old-key-3e9a1c7f5b2d8e4a6c0f9b1d"
     async with Gateway.from_env(env) as gw:
         result = await gw.send("an@example.vn", "x", text="x")
         assert result.status == "suppressed"

@@ -248,7 +248,7 @@ async def test_credentials_from_url_are_used_for_auth():
     password = "p@ss/w:rd ü"
     quoted = "p%40ss%2Fw%3Ard%20%C3%BC"
     async with RecordingSMTPServer(credentials={"mailer": password}) as srv:
-        url = f"smtp://mailer:{quoted}@127.0.0.1:{srv.port}"
+        url = f"smtp://mailer:{quoted}@127.0.0.1:{srv.port}?tls=none"
         async with smtp_transport(url, concurrency=1) as transport:
             outcomes = await transport.deliver([envelope(0), envelope(1)])
     assert all(o.ok for o in outcomes)
@@ -257,7 +257,7 @@ async def test_credentials_from_url_are_used_for_auth():
 
 async def test_wrong_password_is_temporary_and_does_not_leak_the_password():
     async with RecordingSMTPServer(credentials={"mailer": "right"}) as srv:
-        url = f"smtp://mailer:{SECRET}@127.0.0.1:{srv.port}"
+        url = f"smtp://mailer:{SECRET}@127.0.0.1:{srv.port}?tls=none"
         async with smtp_transport(url) as transport:
             [outcome] = await transport.deliver([envelope()])
             assert SECRET not in repr(transport)

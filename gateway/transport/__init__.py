@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ class Transport(Protocol):
 # --------------------------------------------------------------------------- URLs
 
 _EXPECTED = (
-    "expected smtp://[user:pass@]host[:port][?starttls=0|1&timeout=SECONDS&verify=0|1], "
+    "expected smtp://[user:pass@]host[:port][?starttls=0|1&timeout=SECONDS&verify=0|1"
+    "&tls=none (loopback host only)], "
     "smtps://[user:pass@]host[:port][?timeout=SECONDS&verify=0|1], "
     "maildir:///abs/path, maildir://./relative/path or memory://"
 )
@@ -100,6 +102,22 @@ class SMTPSettings:
     start_tls: bool | None  # True: required, False: never, None: if offered
     verify: bool
     timeout: float | None  # None: use the constructor's value
+    plain: bool = False  # ?tls=none: no TLS even with credentials (loopback hosts only)
+
+    @property
+    def requires_tls(self) -> bool:
+        """Credentials never cross the network in clear text: with a user name, a relay
+        that offers no STARTTLS gets nothing (unless ?tls=none named a loopback relay)."""
+        return self.username is not None and not self.use_tls and not self.plain
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse_smtp(url: str) -> SMTPSettings:
@@ -131,6 +149,7 @@ def _parse_smtp(url: str) -> SMTPSettings:
         username = None
 
     start_tls: bool | None = None
+    plain = False
     verify = True
     timeout: float | None = None
     try:
@@ -143,6 +162,10 @@ def _parse_smtp(url: str) -> SMTPSettings:
             if scheme == "smtps":
                 raise _bad(url, "starttls is not allowed with smtps (implicit TLS)")
             start_tls = _flag(url, key, value)
+        elif k == "tls":
+            if value.strip().lower() != "none":
+                raise _bad(url, f"tls takes only 'none', got {value!r}")
+            plain = True
         elif k == "verify":
             verify = _flag(url, key, value)
         elif k == "timeout":
@@ -155,6 +178,19 @@ def _parse_smtp(url: str) -> SMTPSettings:
         else:
             raise _bad(url, f"unknown parameter {key!r}")
 
+    if plain:
+        if scheme == "smtps" or start_tls:
+            raise _bad(url, "tls=none contradicts smtps:// and starttls=1")
+        if not _is_loopback(host):
+            raise _bad(
+                url,
+                "tls=none is allowed only for a relay on this machine (127.0.0.1, ::1,"
+                f" localhost), not {host!r}: the password and mail would cross the network"
+                " unencrypted",
+            )
+        start_tls = False
+    elif username is not None and start_tls is False:
+        raise _bad(url, "starttls=0 with a user name would send the password unencrypted")
     if scheme == "smtps":
         use_tls, default_port = True, 465
     else:
@@ -168,6 +204,7 @@ def _parse_smtp(url: str) -> SMTPSettings:
         start_tls=start_tls,
         verify=verify,
         timeout=timeout,
+        plain=plain,
     )
 
 
@@ -192,7 +229,9 @@ def transport_from_url(url: str, *, concurrency: int = 4) -> Transport:
     """Build a transport from a URL; raises ConfigError (a ValueError) for a bad one.
 
     smtp://[user:pass@]host[:port]   STARTTLS if offered; ?starttls=1 requires it (port 587),
-                                     ?starttls=0 never uses it (default port 25)
+                                     ?starttls=0 never uses it (default port 25); with a
+                                     user name STARTTLS is required, and ?tls=none (for a
+                                     loopback relay only) sends without it
     smtps://[user:pass@]host[:port]  implicit TLS (default port 465)
         both also take ?timeout=SECONDS and ?verify=0 (skip certificate checks)
     maildir:///abs/path, maildir://./relative/path, memory://

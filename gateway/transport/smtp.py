@@ -24,6 +24,10 @@ _RECONNECT_ERRORS = (
 )
 
 
+class TLSRequired(aiosmtplib.SMTPException):
+    """The relay would take credentials only in clear text: nothing is sent to it."""
+
+
 class SMTPTransport:
     """A pool of up to ``concurrency`` persistent aiosmtplib connections to one relay.
 
@@ -84,18 +88,35 @@ class SMTPTransport:
         if self._local_hostname is None:
             await self._prepare()
         cfg = self.settings
+        manual = cfg.requires_tls  # STARTTLS, then AUTH, checked here step by step
         client = aiosmtplib.SMTP(
             hostname=cfg.host,
             port=cfg.port,
-            username=cfg.username,
-            password=cfg.password,
+            username=None if manual else cfg.username,
+            password=None if manual else cfg.password,
             local_hostname=self._local_hostname,
             timeout=self.timeout,
             use_tls=cfg.use_tls,
-            start_tls=cfg.start_tls,
+            start_tls=False if manual else cfg.start_tls,
             tls_context=self._tls_context,
         )
         await client.connect()
+        if manual:
+            try:
+                await client.ehlo()
+                if not client.supports_extension("starttls"):
+                    raise TLSRequired(
+                        f"{self.url} offers no STARTTLS, and the user name and password are"
+                        " sent only encrypted: use a port that offers STARTTLS, smtps://, or"
+                        " ?tls=none for a relay on this machine; the mail stays queued"
+                    )
+                await client.starttls()
+                await client.login(cfg.username or "", cfg.password or "")
+            except BaseException as exc:
+                client.close()
+                if isinstance(exc, TLSRequired):
+                    log.error("SMTP delivery held: %s", exc)
+                raise
         self._all.add(client)
         return client
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -15,6 +16,7 @@ TYPES: dict[str, str] = {
     "null": "null",
 }
 MAX_INTEGER = 2**63 - 1  # what both databases store
+MAX_DEPTH = 32  # arrays and objects inside one another; real requests use two or three
 
 
 class Invalid(ValueError):
@@ -51,6 +53,29 @@ def check_text(value: str, path: str) -> None:
         raise Invalid(f"{_name(path)} is not valid Unicode text") from None
 
 
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """Raise `Invalid` when arrays and objects nest deeper than `limit` (checked without
+    recursion, so a hostile body cannot exhaust the stack here or later)."""
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if not isinstance(item, dict | list):
+            continue
+        if depth > limit:
+            raise Invalid(f"the body nests arrays and objects deeper than {limit} levels")
+        children = item.values() if isinstance(item, dict) else item
+        todo.extend((child, depth + 1) for child in children)
+
+
+@functools.cache
+def _pattern(pattern: str) -> re.Pattern[str]:
+    # JSON Schema patterns are ECMA-262: `$` matches only at the very end, while Python's
+    # also matches before a final newline (a header name "X-A" and a newline would pass).
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
 def validate(value: Any, schema: dict[str, Any], path: str = "") -> None:
     """Raise `Invalid` naming the first thing in `value` that `schema` does not allow."""
     allowed = schema.get("type")
@@ -69,7 +94,7 @@ def validate(value: Any, schema: dict[str, Any], path: str = "") -> None:
             raise Invalid(f"{_name(path)} must not be empty")
         if "maxLength" in schema and len(value) > schema["maxLength"]:
             raise Invalid(f"{_name(path)} is longer than {schema['maxLength']} characters")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
             # A patterned schema's description says in words what the pattern allows.
             raise Invalid(f"{_name(path)} must be {schema.get('description', schema['pattern'])}")
     elif isinstance(value, int | float) and not isinstance(value, bool):
