@@ -15,8 +15,9 @@ from . import addresses, mime
 from .config import Settings
 from .errors import InvalidMessage, MessageRefused, UnknownTopic
 from .policy import CATEGORIES, decide
+from .records import Contact, Topic
 from .render import DROPPED, RESERVED, Draft, OutOfTime, Rendered, Renderer
-from .store import Contact, Store, Topic
+from .store import Store
 from .tokens import Signer
 
 # Renders (templates and the content scan) run off the event loop in this many threads,

@@ -11,8 +11,9 @@ from . import addresses, content
 from .accept import Accepter, Prepared, SendRequest, SendResult
 from .config import Settings
 from .errors import InvalidInput, NotFound
+from .records import Contact
 from .render import Draft, Rendered, Renderer
-from .store import Contact, Store
+from .store import Store
 
 STATES = ("draft", "scheduled", "sending", "paused", "cancelled", "done")
 PAGE = 100  # contacts rendered and accepted per transaction

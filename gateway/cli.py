@@ -255,7 +255,7 @@ async def _erased(gw: Gateway, address: str) -> str | None:
     """The normalized address if only an erasure tombstone is left of it."""
     email = addresses.normalize(address)
     standing = (await gw.store.standings({email: gw.signer.address_hashes(email)}))[email]
-    return email if any(s.reason == "erased" for s in standing.suppressions) else None
+    return email if standing.erased else None
 
 
 async def cmd_contact_erase(gw: Gateway, args: argparse.Namespace) -> int:

@@ -159,6 +159,11 @@ SETTINGS: tuple[Setting, ...] = (
         "largest html and largest text body of one message, in bytes (UTF-8)",
     ),
     Setting(
+        "GATEWAY_DNS_RESOLVER",
+        "",
+        "host:port of the DNS server `gateway check --dns` asks (default: the system's)",
+    ),
+    Setting(
         "GATEWAY_RETENTION_DAYS",
         "365",
         "`gateway purge` erases contacts who stopped using the service this many days ago",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .store import Standing
+from .records import Standing
 
 CATEGORIES = ("marketing", "transactional", "policy")
 

@@ -12,7 +12,8 @@ from typing import Any
 from . import addresses
 from .accept import Accepter, Prepared, SendRequest
 from .config import Settings
-from .store import Contact, OutboxItem, Store, Topic
+from .records import Contact, OutboxItem, Topic
+from .store import Store
 from .tokens import InvalidToken, Signer
 
 log = logging.getLogger("gateway.preferences")

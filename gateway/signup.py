@@ -25,7 +25,8 @@ from .config import Settings
 from .errors import InvalidInput
 from .policy import decide
 from .preferences import SUBJECTS as MAIL_SUBJECTS
-from .store import Contact, Standing, Store, Topic
+from .records import Contact, Standing, Topic
+from .store import Store
 from .tokens import InvalidToken, Signer
 
 LANGUAGES = ("vi", "en")
@@ -122,7 +123,7 @@ class Signups:
             FROM_FORM,
         ]
         mail_language = known.language if known is not None else language
-        erased = any(s.reason == "erased" for s in standing.suppressions)
+        erased = standing.erased
         await self.accepter.commit(
             self._mail(req.email, known, "confirm", mail_language, payload, req.topics, erased)
         )

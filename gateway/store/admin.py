@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import StoreError
+from ..records import Contact
 from .base import StoreBase
-from .records import Contact
 
 CONTACT_COLUMNS = (
     "id", "uid", "email", "name", "phone", "postal_address", "language", "status", "source",

@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import case, or_, select
 
+from ..records import Contact
 from . import schema as t
 from .base import StoreBase
 from .people import consent_rows
-from .records import Contact
 
 # Every table an erasure deletes or overwrites rows of.
 ERASED_TABLES = (
@@ -118,6 +118,9 @@ class PersonalData(StoreBase):
         """Remove the person and every personal field that mentions them; keep only the keyed
         hash (reason erased) so the address is never mailed again. Call inside a transaction:
         once it commits, the database's files are scrubbed of what the rows held (PD-3)."""
+        # First of all: a worker recording mail to this address takes the same lock, so it
+        # either finishes before this scrubs, or sees the tombstone and writes no address.
+        await self.serialize(f"suppression:{hashes[0]}")
         cid = contact.id if contact is not None else -1
         await self.db.execute(
             t.contact_attributes.delete().where(t.contact_attributes.c.contact_id == cid)
@@ -191,7 +194,7 @@ class PersonalData(StoreBase):
 
     async def stopped_before(self, cutoff: float, limit: int = 500) -> list[Contact]:
         """Contacts marked as no longer using the service since before `cutoff` (PD-4)."""
-        from .records import _contact
+        from .rows import _contact
 
         rows = await self.db.fetch_all(
             t.contacts.select()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..records import Contact
 from .base import StoreBase
-from .records import Contact
 
 POLICY_COLUMNS = "id, version, text, adverse, published_at"
 

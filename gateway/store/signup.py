@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..records import Contact, Topic
 from .base import StoreBase
-from .records import Contact, Topic
 
 
 class SignupQueries(StoreBase):

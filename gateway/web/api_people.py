@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from .. import addresses
 from ..core import check_profile_text
 from ..errors import InvalidInput, NotFound, StoreError
-from ..store import Contact
+from ..records import Contact
 from .api_io import audit, csv_body, fail, gateway, json_body, paging, path_id, query
 
 PROFILE = (("name", "name"), ("phone", "phone"), ("address", "postal_address"))

@@ -20,8 +20,8 @@ from starlette.responses import HTMLResponse, Response
 from .. import addresses
 from ..core import Gateway
 from ..errors import InvalidAddress
+from ..records import Contact
 from ..resources import TEMPLATES
-from ..store import Contact
 from .i18n import CATALOG, pick_language
 
 MAX_FORM_BYTES = 16 * 1024

@@ -1,9 +1,9 @@
-"""Plain records the store hands out: no database types leak past the store package."""
+"""Plain data every layer reads (contacts, topics, standings, outbox items): no I/O, no
+database types."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,11 @@ class Standing:
     subscriptions: dict[int, str] = field(default_factory=dict)  # topic_id -> status
     attributes: dict[str, str] = field(default_factory=dict)  # loaded on request
 
+    @property
+    def erased(self) -> bool:
+        """The person asked for their data to be deleted: only a keyed hash is left."""
+        return any(s.reason == "erased" for s in self.suppressions)
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
@@ -56,7 +61,3 @@ class OutboxItem:
     campaign_id: int | None = None
     template: str | None = None  # rendered at dispatch when raw is None
     context: str | None = None
-
-
-def _contact(row: Any) -> Contact:
-    return Contact(row["id"], row["uid"], row["email"], row["name"], row["language"], row["status"])
