@@ -7,12 +7,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from html.parser import HTMLParser
 from string import hexdigits
 from urllib.parse import unquote_to_bytes
 
 import idna
 import tinycss2
+from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 __all__ = ["Finding", "is_first_party", "normalize_host", "scan"]
 
@@ -28,6 +28,21 @@ _URL_ATTRS = frozenset(
     " manifest codebase".split()
 )
 _SRCSET_ATTRS = frozenset({"srcset", "imagesrcset"})
+_LIST_ATTRS = frozenset({"ping", "archive"})
+# SVG presentation attributes that take a CSS url() (Chromium loads filter, clip-path, mask
+# and marker documents; fill and stroke paint servers; cursor images).
+_PRESENTATION_ATTRS = frozenset(
+    "fill stroke filter clip-path mask marker marker-start marker-mid marker-end cursor".split()
+)
+# <param name=...> whose value is a URL for the plugins that read it.
+_PARAM_URL_NAMES = frozenset(
+    "movie src url href source filename data base codebase code archive".split()
+)
+_LINK_TAGS = frozenset({"a", "area"})
+# What a URL's place does: an inline image (data: images pass), a plain link (GATEWAY_LINK_DOMAINS
+# pass), any other load; or a place too deeply nested to check.
+_IMAGE, _LINK, _RESOURCE, _TOO_DEEP = "image", "link", "resource", "too deep"
+_MAX_NESTING = 8  # srcdoc documents and conditional comments inside each other
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _TAB_NL = str.maketrans("", "", "\t\n\r")  # browsers drop these anywhere in a URL
 _C0_SPACE = "".join(map(chr, range(0x21)))  # ...and strip these at both ends
@@ -38,7 +53,7 @@ _FORBIDDEN = frozenset("\x00\t\n\r #%/:<>?@[\\]^|\x7f") | frozenset(map(chr, ran
 # Other schemes in prose (a "sqlite:///" path in a how-to) are not content.
 _TEXT_URL = re.compile(r"(?i)(?<![\w@.+\-])(?:(?:https?|ftp):[/\\]{2}|www\.)[^\s<>\"'`]+")
 _TRAILING_PUNCT = ".,;:!?)]}'\"*"
-_NO_AUTOLINK = frozenset({"a", "script", "title", "textarea"})
+_NO_AUTOLINK = frozenset({"a", "script", "style", "title", "textarea"})
 _CSS_URL_FUNCS = frozenset({"url", "src", "image-set", "-webkit-image-set"})
 
 
@@ -291,107 +306,308 @@ def _css_urls(css: str) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-class _Collector(HTMLParser):
-    """Calls emit(url, where, data_image_ok) for each URL-bearing place, in order."""
+def _list_urls(value: str) -> list[str]:
+    """The URLs of an attribute that lists several (ping: spaces; archive: commas or spaces)."""
+    return value.replace(",", " ").split()
 
-    def __init__(self, emit: Callable[[str, str, bool], None], context: str = "html") -> None:
-        super().__init__(convert_charrefs=True)  # decodes entities in attribute values
-        self._emit, self._ctx = emit, context
-        self._style: list[str] | None = None
-        self._quiet = 0  # inside <a>, <script>, <title>: text is not autolinked
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {name: value for name, value in attrs if value is not None}
-        for name, value in attrs:
+def _param_is_url(name: str, value: str) -> bool:
+    """Whether a plugin's <param value> is a URL: by its name, or because it has a host."""
+    if name.strip().lower() in _PARAM_URL_NAMES:
+        return True
+    scheme, rest = _split_scheme(value)
+    if scheme in _SCRIPT or scheme == "data":
+        return True
+    return rest[:1] in ("/", "\\") and rest[1:2] in ("/", "\\")
+
+
+# -- a linear bound on nesting, checked before the HTML5 parser runs -------------------------
+# An HTML5 tree builder looks down the stack of open elements at most start and end tags, so
+# 200,000 nested <div>s cost it minutes. A message nested more than _MAX_DEPTH deep (Chromium
+# stops nesting at 512) is refused unread. The estimate below models the stack with the
+# tokenizer's rules and pops less than a browser would, so it errs towards "too deep".
+_MAX_DEPTH = 512
+_WALK = 16  # how far down the modelled stack an end tag looks for its element
+_TAG = re.compile(
+    r"<!--(?:-?>|.*?(?:--!?>|\Z))"  # a comment; "<!-->" and "<!--->" end at once
+    r"|<!\[CDATA\[(.*?)(?:\]\]>|\Z)"  # CDATA in SVG/MathML, a bogus comment elsewhere
+    r"|<(/?)([A-Za-z][^\t\n\f\r />]*)"  # a tag and its attributes, as the tokenizer reads them
+    r"((?>[\t\n\f\r /]+|[^\t\n\f\r />][^\t\n\f\r />=]*+"
+    r"(?>[\t\n\f\r ]*=[\t\n\f\r ]*(?>\"[^\"]*\"?|'[^']*'?|[^\t\n\f\r >]*))?)*+)(>?)"
+    r"|<[!?/][^>]*>?",  # a bogus comment (<!x>, <?x>, </1>)
+    re.S,
+)
+_SCRIPT_STATE = re.compile(r"<!--(?:-*>)?|-->|<(/?)script(?=[\t\n\f\r />])", re.I)
+_VOID = frozenset(
+    "area base basefont bgsound br col embed frame hr image img input keygen link meta param"
+    " source track wbr".split()
+)
+_RAW = frozenset("style textarea title xmp iframe noembed noframes".split())
+_SPECIAL_TAGS = frozenset(
+    "address applet area article aside base basefont bgsound blockquote body br button caption"
+    " center col colgroup dd details dialog dir div dl dt embed fieldset figcaption figure footer"
+    " form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup hr html iframe img input keygen li"
+    " link listing main marquee menu meta nav noembed noframes noscript object ol p param"
+    " plaintext pre script search section select source style summary table tbody td template"
+    " textarea tfoot th thead title tr track ul wbr xmp mi mo mn ms mtext annotation-xml"
+    " foreignobject desc".split()
+)
+_TABLE_PARTS = frozenset("caption colgroup tbody thead tfoot tr td th".split())
+# A start tag that closes an open element of these names (table parts close across each other).
+_CLOSES = {name: frozenset({name}) for name in "p option h1 h2 h3 h4 h5 h6".split()}
+_CLOSES |= {"li": frozenset({"li"}), "dd": frozenset({"dd", "dt"}), "dt": frozenset({"dd", "dt"})}
+_CLOSES |= {"td": frozenset({"td", "th"}), "th": frozenset({"td", "th"}), "tr": frozenset({"tr"})}
+_CLOSES |= {t: frozenset({"tbody", "thead", "tfoot"}) for t in ("tbody", "thead", "tfoot")}
+_BREAKOUT = frozenset(
+    "b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img"
+    " li listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul"
+    " var".split()
+)
+_INTEGRATION = frozenset("foreignobject desc title mi mo mn ms mtext annotation-xml".split())
+_FONT_BREAKOUT = re.compile(r"(?:^|[\t\n\f\r /])(?:color|face|size)(?=[\t\n\f\r /=]|$)", re.I)
+
+
+def _pop_to(stack: list[tuple[str, bool]], names: frozenset[str], through: frozenset[str]) -> None:
+    """Pop up to the nearest element named in names if only `through` or non-special ones
+    are above it, within _WALK; else leave the stack as it is (a browser would pop more)."""
+    for i in range(len(stack) - 1, max(len(stack) - 1 - _WALK, -1), -1):
+        name, foreign = stack[i]
+        if name in names:
+            del stack[i:]
+            return
+        if not foreign and name in _SPECIAL_TAGS and name not in through:
+            return
+
+
+def _too_deep(html: str) -> bool:
+    """Whether the HTML may nest elements more than _MAX_DEPTH deep (linear time)."""
+    if html.count("<") <= _MAX_DEPTH:
+        return False
+    stack: list[tuple[str, bool]] = []  # (name, SVG/MathML)
+    pos, n = 0, len(html)
+    while pos < n:
+        m = _TAG.search(html, pos)
+        if m is None:
+            return False
+        pos = m.end()
+        if m.group(1) is not None:  # CDATA: whatever it hides may be start tags
+            if _too_deep_starts(m.group(1), len(stack)):
+                return True
+            continue
+        closing, name, attrs, complete = m.group(2, 3, 4, 5)
+        if name is None or not complete:
+            continue  # a comment, a bogus comment, or a tag cut off by the end of the input
+        name = name.lower()
+        if closing and stack and stack[-1][0] == name:  # the common case: well nested
+            stack.pop()
+            continue
+        foreign = bool(stack) and stack[-1][1] and stack[-1][0] not in _INTEGRATION
+        if closing:
+            through = _TABLE_PARTS if name in _TABLE_PARTS or name == "table" else frozenset()
+            _pop_to(stack, frozenset({name}), through)
+            continue
+        if foreign and (name in _BREAKOUT or name == "font" and _FONT_BREAKOUT.search(attrs)):
+            while stack and stack[-1][1]:
+                stack.pop()
+            foreign = False
+        if foreign or name in ("svg", "math"):
+            if not attrs.rstrip().endswith("/"):
+                stack.append((name, True))
+        elif name == "plaintext":
+            return False  # the rest of the input is text
+        elif name not in _VOID:
+            if name in _CLOSES:
+                _pop_to(stack, _CLOSES[name], _TABLE_PARTS if name in _TABLE_PARTS else frozenset())
+            stack.append((name, False))
+            if name == "script":
+                pos = _script_end(html, pos)
+            elif name in _RAW:
+                end = re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I).search(html, pos)
+                pos = end.start() if end else n
+        if len(stack) > _MAX_DEPTH:
+            return True
+    return False
+
+
+def _too_deep_starts(text: str, depth: int) -> bool:
+    starts = sum(1 for m in _TAG.finditer(text) if m.group(3) and not m.group(2))
+    return depth + starts > _MAX_DEPTH
+
+
+def _script_end(html: str, pos: int) -> int:
+    """Where a <script>'s text ends (the tokenizer's escaped and double-escaped states)."""
+    escaped = double = False
+    for m in _SCRIPT_STATE.finditer(html, pos):
+        token = m.group()
+        if token.startswith("<!--"):
+            escaped = escaped or not token.endswith(">")
+        elif token == "-->":
+            escaped = double = False
+        elif m.group(1):  # </script
+            if not double:
+                return m.start()
+            double = False
+        elif escaped:  # <script inside <!--
+            double = True
+    return len(html)
+
+
+class _Walker:
+    """Calls emit(url, where, kind) for each URL-bearing place of an HTML5 tree, in order.
+
+    The tree is the one an HTML5 parser (Lexbor) builds, as browsers and mail clients do:
+    comments, raw-text elements and SVG/MathML content end where they end there.
+    """
+
+    def __init__(self, emit: Callable[[str, str, str], None]) -> None:
+        self._emit = emit
+
+    def document(self, html: str, context: str, depth: int = 0) -> None:
+        tree = LexborHTMLParser(html)  # scripting off: no mail client runs scripts
+        root = tree.root
+        if root is None:
+            return
+        # The document node: comments before <html> and after </html> belong to it.
+        stack: list[tuple[LexborNode, bool]] = [(root.parent or root, False)]
+        while stack:
+            node, quiet = stack.pop()
+            tag = node.tag or ""
+            if tag == "-text":
+                text = node.text_content
+                if text and not quiet:  # clients autolink bare URLs in HTML text too
+                    for url in _text_urls(text):
+                        self._emit(url, f"{context} text", _LINK)
+                continue
+            if tag == "-comment":
+                self._comment(node.comment_content or "", depth)
+                continue
+            if tag == "-doctype":
+                continue
+            children: list[LexborNode] = []
+            if node.is_element_node:
+                self._element(node, tag, context, depth)
+                if tag == "template":  # its content is a fragment outside the tree
+                    children += node.template_fragments()
+                quiet = quiet or tag in _NO_AUTOLINK
+            children[:0] = node.iter(include_text=True)
+            stack.extend((child, quiet) for child in reversed(children))
+
+    def _element(self, node: LexborNode, tag: str, context: str, depth: int) -> None:
+        attrs = {name.lower(): value for name, value in node.attributes.items()}
+        for name, value in attrs.items():
             if value is None:
                 continue
-            where = f"{self._ctx} <{tag} {name}>"
+            where = f"{context} <{tag} {name}>"
             if name in _URL_ATTRS or (name == "data" and tag == "object"):
-                self._emit(value, where, tag == "img" and name == "src")
+                if tag in _LINK_TAGS and name in ("href", "xlink:href"):
+                    kind = _LINK
+                else:
+                    kind = _IMAGE if tag == "img" and name == "src" else _RESOURCE
+                self._emit(value, where, kind)
             elif name in _SRCSET_ATTRS:
                 for url in _srcset(value):
-                    self._emit(url, where, False)
-            elif name == "ping":
-                for url in value.split():
-                    self._emit(url, where, False)
+                    self._emit(url, where, _RESOURCE)
+            elif name in _LIST_ATTRS:
+                for url in _list_urls(value):
+                    self._emit(url, where, _RESOURCE)
             elif name == "style":
                 for _, url in _css_urls(value):
-                    self._emit(url, f"{self._ctx} style attribute", False)
+                    self._emit(url, f"{context} style attribute", _RESOURCE)
+            elif name in _PRESENTATION_ATTRS:  # SVG's fill="url(...)" and the like
+                for _, url in _css_urls(value):
+                    self._emit(url, where, _RESOURCE)
+            elif name == "value" and tag == "param":
+                if _param_is_url(attrs.get("name") or "", value):
+                    self._emit(value, where, _RESOURCE)
             elif name == "content" and tag == "meta":
-                if values.get("http-equiv", "").strip().lower() == "refresh":
+                if (attrs.get("http-equiv") or "").strip().lower() == "refresh":
                     refresh = _refresh_url(value)
                     if refresh:
-                        self._emit(refresh, f"{self._ctx} <meta refresh>", False)
-        if tag == "style":
-            self._style = []
-        elif tag in _NO_AUTOLINK:
-            self._quiet += 1
+                        self._emit(refresh, f"{context} <meta refresh>", _RESOURCE)
+        if tag == "style":  # SVG's <style> applies to the page as HTML's does
+            css = "".join(c.text_content or "" for c in node.iter(include_text=True))
+            for kind, url in _css_urls(css):
+                self._emit(url, f"{context} <style> {kind}", _RESOURCE)
+        srcdoc = attrs.get("srcdoc")
+        if tag == "iframe" and srcdoc is not None:
+            self._nested(srcdoc, "iframe srcdoc", depth)
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "style":
-            self._flush_style()
-        elif tag in _NO_AUTOLINK:
-            self._quiet = max(0, self._quiet - 1)
-
-    def handle_data(self, data: str) -> None:
-        if self._style is not None:
-            self._style.append(data)
-        elif not self._quiet:  # clients autolink bare URLs in HTML text as in the text part
-            for url in _text_urls(data):
-                self._emit(url, f"{self._ctx} text", False)
-
-    def handle_comment(self, data: str) -> None:
+    def _comment(self, data: str, depth: int) -> None:
         # Outlook parses <!--[if mso]> ... <![endif]--> as HTML; other comments are not content.
         head, sep, body = data.partition("]>")
         if not sep or not head.lstrip().lower().startswith("[if"):
             return
         cut = body.lower().rfind("<![endif]")
-        inner = _Collector(self._emit, "mso conditional comment")
-        inner.feed(body[:cut] if cut >= 0 else body)
-        inner.close()
+        self._nested(body[:cut] if cut >= 0 else body, "mso conditional comment", depth)
 
-    def parse_marked_section(self, i: int, report: int = 1) -> int:
-        # <![if !mso]>, <![endif]>, <![CDATA[: a bogus comment up to ">" as browsers parse
-        # it (the stdlib would raise on unknown keywords); what follows is ordinary HTML.
-        end = self.rawdata.find(">", i)
-        return -1 if end < 0 else end + 1
+    def _nested(self, html: str, context: str, depth: int) -> None:
+        """A document inside the document: a srcdoc frame, an Outlook conditional comment."""
+        if depth >= _MAX_NESTING or _too_deep(html):
+            self._emit(html[:80], context, _TOO_DEEP)
+        elif html:
+            for place in _nested_places(html, context, depth + 1):
+                self._emit(*place)
 
-    def close(self) -> None:
-        if self._style is not None and self.cdata_elem:  # an unclosed <style> still applies
-            self._style.append(self.rawdata)
-            self.rawdata = ""
-        super().close()
-        self._flush_style()
 
-    def _flush_style(self) -> None:
-        if self._style is None:
-            return
-        css, self._style = "".join(self._style), None
-        for kind, url in _css_urls(css):
-            self._emit(url, f"{self._ctx} <style> {kind}", False)
+@lru_cache(maxsize=1024)
+def _nested_places(html: str, context: str, depth: int) -> tuple[tuple[str, str, str], ...]:
+    """The places of a nested document, read once: templates repeat their Outlook comments."""
+    places: list[tuple[str, str, str]] = []
+    _Walker(lambda *place: places.append(place)).document(html, context, depth)
+    return tuple(places)
 
 
 def _text_urls(text: str) -> list[str]:
     return [m.group().rstrip(_TRAILING_PUNCT) for m in _TEXT_URL.finditer(text)]
 
 
-def scan(html: str | None, text: str | None, first_party: Sequence[str]) -> list[Finding]:
-    """Every offending URL in the HTML and text parts, in document order, once per place."""
-    findings: dict[tuple[str, str], Finding] = {}
+def scan(
+    html: str | None,
+    text: str | None,
+    first_party: Sequence[str],
+    *,
+    link_domains: Sequence[str] = (),
+) -> list[Finding]:
+    """Every offending URL in the HTML and text parts, in document order, once per place.
 
-    def emit(url: str, where: str, data_image_ok: bool) -> None:
+    Hosts in link_domains pass in plain links only (<a href>, <area href>, bare URLs in
+    text), never where the client loads something (images, CSS, fonts, forms, frames).
+    """
+    findings: dict[tuple[str, str], Finding] = {}
+    link_ok = (*first_party, *link_domains)
+
+    def emit(url: str, where: str, kind: str) -> None:
         if (url, where) in findings:
+            return
+        if kind == _TOO_DEEP:
+            why = (
+                f"frames or Outlook conditional comments nest more than {_MAX_NESTING} deep,"
+                f" or elements more than {_MAX_DEPTH}, too deep to check: flatten the markup"
+            )
+            findings[(url, where)] = Finding(url, None, where, why)
             return
         # Mail clients link a bare "www.host" in text as http://www.host.
         www = url[:4].lower() == "www." and where.endswith((" text", "text part"))
-        finding = _check("http://" + url if www else url, where, first_party, data_image_ok)
-        if finding is not None:
-            findings[(url, where)] = Finding(url, finding.host, where, finding.reason)
+        domains = link_ok if kind == _LINK else first_party
+        finding = _check("http://" + url if www else url, where, domains, kind == _IMAGE)
+        if finding is None:
+            return
+        reason = finding.reason
+        if finding.host and kind != _LINK and is_first_party(finding.host, link_domains):
+            reason = (
+                f"{finding.host} is allowed for links only (GATEWAY_LINK_DOMAINS), never for"
+                " images, stylesheets, fonts, forms or frames: host the file yourself"
+            )
+        findings[(url, where)] = Finding(url, finding.host, where, reason)
 
-    if html:
-        collector = _Collector(emit)
-        collector.feed(html)
-        collector.close()
+    if html and _too_deep(html):
+        why = (
+            f"the HTML nests elements more than {_MAX_DEPTH} deep, which no mail client shows"
+            " as written: flatten the markup"
+        )
+        findings[("", "html")] = Finding(html[:80], None, "html", why)
+    elif html:
+        _Walker(emit).document(html, "html")
     for url in _text_urls(text or ""):
-        emit(url, "text part", False)
+        emit(url, "text part", _LINK)
     return list(findings.values())

@@ -100,7 +100,12 @@ class Policies:
             raise InvalidInput("the policy text contains a NUL character")
         # The notice carries the text: a third-party link in it would block every notice
         # (promise 7), so it is refused here, before anything is written.
-        findings = content.scan(None, text, self.settings.first_party_domains)
+        findings = content.scan(
+            None,
+            text,
+            self.settings.first_party_domains,
+            link_domains=self.settings.link_domains,
+        )
         if findings:
             urls = ", ".join(dict.fromkeys(f.url for f in findings))
             raise InvalidInput(

@@ -24,8 +24,8 @@ from . import content, mime
 from .config import Settings
 from .content import Finding
 from .errors import TemplateError
+from .records import Contact, Topic
 from .resources import TEMPLATES
-from .store import Contact, Topic
 from .tokens import Signer
 
 # Headers the gateway writes itself; a caller may not supply them. List-* headers from a
@@ -299,7 +299,11 @@ class Renderer:
         # TP-3: what this recipient's data went into is scanned for every message. The
         # layout and footer around it are the same for everyone but the signed token in
         # our own links, so they are scanned once per language (see _chrome_findings).
-        findings = tuple(content.scan(html, text, settings.first_party_domains))
+        findings = tuple(
+            content.scan(
+                html, text, settings.first_party_domains, link_domains=settings.link_domains
+            )
+        )
         findings += self._chrome_findings(lang, marketing, html is not None)
 
         footer_ctx = {"sender": self._sender, "refusal_address": settings.refusal_address, **links}
@@ -371,7 +375,12 @@ class Renderer:
             # there (a third-party GATEWAY_SENDER_WEBSITE) is a setting to fix, and says so.
             found = tuple(
                 Finding(f.url, f.host, f"the gateway's footer ({f.where})", f.reason)
-                for f in content.scan(page, text, self.settings.first_party_domains)
+                for f in content.scan(
+                    page,
+                    text,
+                    self.settings.first_party_domains,
+                    link_domains=self.settings.link_domains,
+                )
             )
             self._chrome[key] = found
         return found

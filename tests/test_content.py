@@ -1,5 +1,7 @@
 """TP-1 / TP-2: the third-party content scan of rendered mail."""
 
+import time
+
 import pytest
 
 from gateway.content import Finding, is_first_party, normalize_host, scan
@@ -556,3 +558,182 @@ def test_tp1_text_part_checks_only_what_mail_clients_link():
         ("https://evil.com/x", "evil.com"),
         ("www.evil.org", "www.evil.org"),
     ]
+
+
+# --- TP-4: the tree an HTML5 parser builds, as mail clients and browsers do ------------------
+# (html, the URL, where the scan must say it found it); each hid a tracker from html.parser.
+HTML5 = {
+    "empty-comment": ("<!--><img src=https://evil.com/x.png><!-- -->", "html <img src>"),
+    "dash-comment": ("<!---><img src=https://evil.com/x.png><!-- -->", "html <img src>"),
+    "self-closed-style": (
+        '<style/>@import "https://evil.com/x.png";</style>',
+        "html <style> @import",
+    ),
+    "svg-style-img": (
+        "<svg><style><img src=https://evil.com/x.png></style></svg>",
+        "html <img src>",
+    ),
+    "math-style-img": ("<math><style><img src=https://evil.com/x.png>", "html <img src>"),
+    "iframe-srcdoc": (
+        '<iframe srcdoc="&lt;img src=https://evil.com/x.png&gt;"></iframe>',
+        "iframe srcdoc <img src>",
+    ),
+    "iframe-srcdoc-in-srcdoc": (
+        "<iframe srcdoc=\"<iframe srcdoc='<img src=https://evil.com/x.png>'></iframe>\"></iframe>",
+        "iframe srcdoc <img src>",
+    ),
+    "iframe-srcdoc-in-mso": (
+        '<!--[if mso]><iframe srcdoc="<img src=https://evil.com/x.png>"></iframe><![endif]-->',
+        "iframe srcdoc <img src>",
+    ),
+    "applet-archive": (
+        '<applet code="A.class" archive="a.jar,https://evil.com/x.png"></applet>',
+        "html <applet archive>",
+    ),
+    "object-archive": (
+        '<object archive="a.jar https://evil.com/x.png"></object>',
+        "html <object archive>",
+    ),
+    "param-movie": (
+        '<object><param name="movie" value="https://evil.com/x.png"></object>',
+        "html <param value>",
+    ),
+    "param-any-name-with-host": (
+        '<object><param name="flashvars" value="//evil.com/x.png"></object>',
+        "html <param value>",
+    ),
+}
+for _attr in "fill stroke filter clip-path mask marker-start marker-mid marker-end cursor".split():
+    HTML5[f"svg-{_attr}"] = (
+        f'<svg><rect width="9" height="9" {_attr}="url(https://evil.com/x.png)"/></svg>',
+        f"html <rect {_attr}>",
+    )
+
+
+@pytest.mark.parametrize(("html", "where"), HTML5.values(), ids=HTML5.keys())
+def test_tp4_scan_reads_the_tree_an_html5_parser_builds(html, where):
+    [finding] = scan(html, None, FP)
+    assert (finding.host, finding.where) == ("evil.com", where)
+    assert finding.url.endswith("//evil.com/x.png")
+    assert found(html.replace("evil.com", "mail.first.vn")) == []
+
+
+def test_tp4_param_values_that_are_not_urls_are_not_content():
+    html = (
+        '<object data="https://first.vn/a.swf"><param name="movie" value="https://evil.com/x">'
+        '<param name="quality" value="high"><param name="wmode" value="transparent"></object>'
+    )
+    assert found(html) == [("https://evil.com/x", "evil.com", "html <param value>")]
+
+
+def test_tp4_pathological_markup_scans_in_linear_time():
+    """html.parser took 9 s on 21 KB of "<a "; the HTML5 parser reads it in milliseconds."""
+    started = time.perf_counter()
+    assert found("<a " * 7000, "https://evil.com/x.png") == [(EVIL, "evil.com", "text part")]
+    assert time.perf_counter() - started < 0.5
+
+
+def test_tp4_two_megabyte_message_scans_well_under_a_second():
+    row = (
+        '<tr><td style="padding:4px"><a href="https://first.vn/p?id=1">Sản phẩm</a>'
+        '<img src="https://cdn.first.vn/p.png" srcset="https://cdn.first.vn/p@2x.png 2x" alt="">'
+        " www.first.vn</td></tr>\n"
+    )
+    html = f"<table>{row * (2_000_000 // len(row))}</table>" + '<img src="https://evil.com/x.png">'
+    assert len(html) >= 1_900_000
+    started = time.perf_counter()
+    assert found(html) == [(EVIL, "evil.com", "html <img src>")]
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<div>" * 100_000,
+        "<div title='</div>'>" * 50_000,
+        "<div><!--</div>-->" * 50_000,
+        "<span>" * 50_000 + "</x>" * 50_000,
+        "<div><script><!--<script></script></div>--></script>" * 20_000,
+        "<svg><div>" + "<x/>" * 50_000,
+    ],
+    ids=["divs", "end-tag-in-attribute", "end-tag-in-comment", "stray-end-tags", "script", "svg"],
+)
+def test_tp4_nesting_no_client_shows_is_refused_at_once(html):
+    """An HTML5 tree builder is quadratic in nesting depth: such markup is refused unread."""
+    started = time.perf_counter()
+    [finding] = scan(html + '<img src="https://first.vn/a.png">', None, FP)
+    assert time.perf_counter() - started < 0.5
+    assert (finding.host, finding.where) == (None, "html")
+    assert "512 deep" in finding.reason
+
+
+def test_tp4_deep_but_ordinary_markup_is_read():
+    html = "<table>" + "<tr><td>x" * 5000 + "</table>" + "<p>x" * 5000 + "<div>" * 300
+    assert found(html + '<img src="https://evil.com/x.png">') == [
+        (EVIL, "evil.com", "html <img src>")
+    ]
+
+
+def test_tp4_frames_nested_too_deep_to_check_are_refused():
+    html = '<img src="https://evil.com/x.png">'
+    for _ in range(10):
+        html = f'<iframe srcdoc="{html.replace("&", "&amp;").replace(chr(34), "&quot;")}"></iframe>'
+    [finding] = scan(html, None, FP)
+    assert (finding.host, finding.where) == (None, "iframe srcdoc")
+    assert "too deep to check" in finding.reason
+
+
+# --- TP-5: GATEWAY_LINK_DOMAINS pass in plain links, never where something loads --------------
+LINKS = ("facebook.com", "zalo.me")
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ('<a href="https://www.facebook.com/first">Facebook</a>', None),
+        ('<map><area href="https://zalo.me/first" alt="Zalo"></map>', None),
+        ("<p>Zalo: https://zalo.me/first</p>", None),
+        (None, "Facebook: https://facebook.com/first and www.facebook.com/first"),
+        ('<!--[if mso]><a href="https://facebook.com/first">f</a><![endif]-->', None),
+    ],
+    ids=["a-href", "area-href", "html-text", "text-part", "mso-a-href"],
+)
+def test_tp5_link_domains_pass_in_plain_links(html, text):
+    assert scan(html, text, FP, link_domains=LINKS) == []
+    assert scan(html, text, FP) != []  # without the setting they are third party
+
+
+@pytest.mark.parametrize(
+    ("html", "where"),
+    [
+        ('<img src="https://facebook.com/x.png">', "html <img src>"),
+        ('<link rel="stylesheet" href="https://facebook.com/x.png">', "html <link href>"),
+        (
+            "<style>@font-face { src: url(https://facebook.com/x.png) }</style>",
+            "html <style> url()",
+        ),
+        ('<form action="https://facebook.com/x.png"></form>', "html <form action>"),
+        ('<iframe src="https://facebook.com/x.png"></iframe>', "html <iframe src>"),
+        ('<a href="/a" ping="https://facebook.com/x.png">x</a>', "html <a ping>"),
+        ('<img srcset="https://facebook.com/x.png 2x">', "html <img srcset>"),
+        ('<div style="background:url(https://facebook.com/x.png)">x</div>', "html style attribute"),
+        (
+            '<svg><a href="/a"><image href="https://facebook.com/x.png"/></a></svg>',
+            "html <image href>",
+        ),
+    ],
+    ids=["img", "stylesheet", "font", "form", "frame", "ping", "srcset", "style-attr", "svg-image"],
+)
+def test_tp5_link_domains_never_pass_for_what_loads(html, where):
+    [finding] = scan(html, None, FP, link_domains=LINKS)
+    assert (finding.url, finding.host, finding.where) == (
+        "https://facebook.com/x.png",
+        "facebook.com",
+        where,
+    )
+    assert "links only" in finding.reason
+
+
+def test_tp5_link_domains_never_pass_script_or_data_links():
+    html = '<a href="javascript:alert(1)">x</a><a href="data:text/html,x">y</a>'
+    assert len(scan(html, None, FP, link_domains=LINKS)) == 2
