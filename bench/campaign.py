@@ -94,8 +94,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import json
 import os
 import secrets
 import shutil
@@ -103,22 +101,60 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+import aiosmtplib
+from _common import (
+    HTML,
+    RAW_SENDER,
+    SUBJECT,
+    TOPIC,
+    commit,
+    contact_email,
+    contact_name,
+    count_list,
+    disturbed,
+    doc_parser,
+    fail,
+    finish,
+    gateway_env,
+    has_uvloop,
+    outcome,
+    scratch,
+    speaker,
+    without_gateway_env,
+    write_contacts_csv,
+)
+from _pg import PgServer, is_postgres
+from _proc import (
+    Measured,
+    cpu_busy,
+    descendants,
+    file_bytes,
+    other_pct,
+    own_peak_reset,
+    proc_status,
+    run_measured,
+    show,
+    threads_cpu,
+)
+from _profile import collapsed_stacks, short_path
+from _sink import (
+    Sink,
+    Window,
+    build_raw_pool,
+    gateway_count,
+    raw_baseline,
+    recipients_ok,
+    recipients_problem,
+)
 
-import aiosmtplib  # noqa: E402
-import send_path as sp  # noqa: E402
-
-from gateway.config import Settings  # noqa: E402
-from gateway.tokens import Signer  # noqa: E402
+from gateway.config import Settings
+from gateway.tokens import Signer
 
 VENV_BIN = Path(sys.executable).parent
 GATEWAY = VENV_BIN / "gateway"  # the console script a marketer types
@@ -129,195 +165,6 @@ MEMORY_TARGET_MIB = 150.0
 MEMORY_TARGET_N = 1_000_000
 MIB = 1024 * 1024
 STALL = 0.2  # seconds without a delivery that count as a stall of the campaign
-
-
-# --------------------------------------------------------------------------- subprocesses
-
-
-@dataclass
-class Measured:
-    """One finished subprocess: exit code, wall time, peak memory, output."""
-
-    cmd: list[str]
-    returncode: int
-    seconds: float
-    maxrss_kib: int  # ru_maxrss from os.wait4 (KiB on Linux)
-    cpu_seconds: float
-    vmhwm_kib: int = 0  # largest VmHWM seen in /proc while it ran (0 when never sampled)
-    inherited_kib: int = 0  # this process's VmHWM when it started the command (see below)
-    processes: int = 1  # the process and any descendants seen while sampling
-    stdout: str = ""
-    stderr: str = ""
-    timed_out: bool = False
-
-    def peak_kib(self) -> tuple[int, str]:
-        """The command's peak RSS and where the figure comes from. Linux carries the peak
-        of the address space an exec replaces into ru_maxrss, so a child's ru_maxrss is at
-        least this (parent) process's peak when it started the child: it is the child's own
-        peak only when it is larger than that. Otherwise the VmHWM sampled from /proc every
-        few tens of milliseconds until the exit is the figure."""
-        if self.maxrss_kib > self.inherited_kib:
-            return max(self.maxrss_kib, self.vmhwm_kib), "ru_maxrss"
-        return self.vmhwm_kib, "VmHWM sampled"
-
-    def json(self) -> Any:
-        lines = [line for line in self.stdout.splitlines() if line.startswith(("{", "["))]
-        try:
-            return json.loads(lines[-1])  # the last: py-spy may print around it
-        except (IndexError, ValueError):
-            raise SystemExit(
-                f"campaign: `{_show(self.cmd)}` printed no JSON (exit {self.returncode}):\n"
-                f"{self.stdout[-2000:]}{self.stderr[-2000:]}"
-            ) from None
-
-
-def _show(cmd: list[str]) -> str:
-    return " ".join(
-        (c if c and all(ch.isalnum() or ch in "-_./=:" for ch in c) else repr(c))
-        for c in (Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd))
-    )
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    """VmHWM and VmRSS (KiB) of one live process; empty once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            return {
-                k: int(v.split()[0])
-                for k, _, v in (line.partition(":") for line in f)
-                if k in ("VmHWM", "VmRSS")
-            }
-    except (OSError, ValueError):
-        return {}
-
-
-def _cpu_busy() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            fields = f.readline().split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _other_pct(busy: float, ours: float, seconds: float) -> float:
-    """Percent of one core used by processes other than ours during a window."""
-    return round(max(busy - ours, 0.0) * 100 / seconds, 1)
-
-
-def _threads_cpu(pid: int) -> tuple[int, dict[int, float]]:
-    """CPU seconds (user + system) of each thread of a process; the main thread's id is
-    the process id. Under --py-spy the gateway is the child of `pid` (py-spy's own threads
-    are left out)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    found: dict[int, float] = {}
-    procs = _descendants(pid) or [pid]
-    for p in procs:
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{p}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            found[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
-    return (procs[0] if procs[0] in found else 0), found
-
-
-def _own_peak_reset() -> int:
-    """Lower this process's peak RSS to its current RSS (Linux >= 4.0, clear_refs 5), so a
-    child started next inherits as little of it as possible; returns the peak in KiB."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-    except OSError:
-        pass
-    return _proc_status(os.getpid()).get("VmHWM", 0)
-
-
-def _descendants(pid: int) -> list[int]:
-    """Children, grandchildren, ... of a live process (via /proc/PID/task/*/children)."""
-    found: list[int] = []
-    todo = [pid]
-    while todo and len(found) < 1000:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children", encoding="ascii") as f:
-                    kids = [int(x) for x in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            found += kids
-            todo += kids
-    return found
-
-
-def run_measured(
-    cmd: list[str],
-    env: dict[str, str],
-    cwd: Path,
-    timeout: float,
-    tick: float = 0.05,
-    on_tick: Callable[[float, int], None] | None = None,
-) -> Measured:
-    """Run one command to its end, sampling /proc while it runs; reaped with os.wait4 so
-    the kernel's ru_maxrss and CPU times are those of this very process (and of children
-    it waited for)."""
-    out_path = cwd / f".out-{secrets.token_hex(4)}"
-    err_path = cwd / f".err-{secrets.token_hex(4)}"
-    hwm = 0
-    seen: set[int] = set()
-    timed_out = False
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        inherited = _own_peak_reset()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err
-        )
-        deadline = t0 + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            now = time.perf_counter()
-            if pid:
-                break
-            for p in (proc.pid, *_descendants(proc.pid)):
-                seen.add(p)
-                hwm = max(hwm, _proc_status(p).get("VmHWM", 0))
-            if on_tick is not None:
-                on_tick(now, proc.pid)
-            if now > deadline:
-                timed_out = True
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                now = time.perf_counter()
-                break
-            time.sleep(tick)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    result = Measured(
-        cmd=cmd,
-        returncode=proc.returncode,
-        seconds=now - t0,
-        maxrss_kib=usage.ru_maxrss,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        vmhwm_kib=hwm,
-        inherited_kib=max(inherited, _proc_status(os.getpid()).get("VmHWM", 0)),
-        processes=max(len(seen), 1),
-        stdout=out_path.read_text(encoding="utf-8", errors="replace"),
-        stderr=err_path.read_text(encoding="utf-8", errors="replace"),
-        timed_out=timed_out,
-    )
-    out_path.unlink()
-    err_path.unlink()
-    return result
 
 
 class Cli:
@@ -333,8 +180,8 @@ class Cli:
     def run(self, *args: str, timeout: float = 600.0, check: bool = True) -> Measured:
         m = run_measured(self.cmd(*args), self.env, self.cwd, timeout)
         if check and (m.returncode != 0 or m.timed_out):
-            raise SystemExit(
-                f"campaign: `{_show(m.cmd)}` failed (exit {m.returncode}"
+            fail(
+                f"`{show(m.cmd)}` failed (exit {m.returncode}"
                 f"{', timed out' if m.timed_out else ''}):\n{m.stdout[-2000:]}{m.stderr[-2000:]}"
             )
         return m
@@ -345,43 +192,7 @@ def campaign_send_has_concurrency(cli: Cli) -> bool:
     return "--concurrency" in help_text
 
 
-# --------------------------------------------------------------------------- the sink
-
-
-# `kh000123@example.vn` -> tag "kh", number 123: how every address of the bench is spelled.
-class Sink(sp.Sink):
-    """send_path's sink, counting per recipient too: recipients(tag, n) says whether
-    tag000000 .. tag(n-1) each got exactly one message since the last call for that tag."""
-
-    def __init__(self, loop_kind: str) -> None:
-        super().__init__(loop_kind, per_recipient=True)
-
-    def recipients(self, tag: str, n: int) -> dict[str, Any]:
-        self._conn.send(f"recipients {tag} {n}")
-        return self._conn.recv()
-
-
-def recipients_ok(r: dict[str, Any]) -> bool:
-    return r["exactly_once"] == r["expected"] and not r["outside_range"]
-
-
-def recipients_problem(r: dict[str, Any]) -> str:
-    return (
-        f"{r['exactly_once']} of {r['expected']} recipients got exactly one message;"
-        f" {r['missing']} got none (first: {r['missing_first']}),"
-        f" {r['more_than_once']} more than one (first: {r['repeated_first']},"
-        f" at most {r['max_per_recipient']}), {r['outside_range']} outside the audience"
-    )
-
-
 # --------------------------------------------------------------------------- setup
-
-
-def write_csv(path: Path, n: int) -> None:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["email", "name", "language"])
-        writer.writerows([sp.contact_email(i), sp.contact_name(i), "vi"] for i in range(n))
 
 
 def insert_contacts_sqlite(db: Path, settings: Settings, n: int) -> None:
@@ -391,7 +202,7 @@ def insert_contacts_sqlite(db: Path, settings: Settings, n: int) -> None:
     now = time.time()
     con = sqlite3.connect(db)
     try:
-        (topic_id,) = con.execute("SELECT id FROM topics WHERE slug = ?", (sp.TOPIC,)).fetchone()
+        (topic_id,) = con.execute("SELECT id FROM topics WHERE slug = ?", (TOPIC,)).fetchone()
         (start,) = con.execute("SELECT COALESCE(MAX(id), 0) FROM contacts").fetchone()
         with con:
             con.executemany(
@@ -401,8 +212,8 @@ def insert_contacts_sqlite(db: Path, settings: Settings, n: int) -> None:
                     (
                         start + i + 1,
                         secrets.token_urlsafe(12),
-                        sp.contact_email(i),
-                        sp.contact_name(i),
+                        contact_email(i),
+                        contact_name(i),
                         now,
                         now,
                     )
@@ -420,7 +231,7 @@ def insert_contacts_sqlite(db: Path, settings: Settings, n: int) -> None:
                 (
                     (
                         start + i + 1,
-                        signer.address_hash(sp.contact_email(i)),
+                        signer.address_hash(contact_email(i)),
                         topic_id,
                         settings.policy_version,
                         now,
@@ -445,19 +256,19 @@ def setup(
     figures: dict[str, Any] = {"how": how}
     t0 = time.perf_counter()
     cli.run("init", "--json")
-    cli.run("topics", "add", sp.TOPIC, "--name", "Tin tức", "--json")
+    cli.run("topics", "add", TOPIC, "--name", "Tin tức", "--json")
     figures["init_seconds"] = round(time.perf_counter() - t0, 2)
     if how == "import":
         t0 = time.perf_counter()
-        write_csv(tmp / "contacts.csv", n)
+        write_contacts_csv(tmp / "contacts.csv", n)
         figures["csv_seconds"] = round(time.perf_counter() - t0, 2)
         say(f"setup: `gateway contacts import` of {n} contacts (untimed) ...")
         m = cli.run(
-            "contacts", "import", "contacts.csv", "--subscribe", sp.TOPIC, "--json", timeout=7200
+            "contacts", "import", "contacts.csv", "--subscribe", TOPIC, "--json", timeout=7200
         )
         report = m.json()
         if report["bad_rows"] or report["created"] != n or report["subscribed"] != n:
-            raise SystemExit(f"campaign: the contact import went wrong: {str(report)[:2000]}")
+            fail(f"the contact import went wrong: {str(report)[:2000]}")
         figures["import_seconds"] = round(m.seconds, 2)
         figures["import_rate"] = round(n / m.seconds)
         figures["import_peak_rss_mib"] = round(m.peak_kib()[0] / 1024, 1)
@@ -469,41 +280,56 @@ def setup(
         insert_contacts_sqlite(db, settings, n)
         figures["insert_seconds"] = round(time.perf_counter() - t0, 2)
         figures["insert_rate"] = round(n / (time.perf_counter() - t0))
-    (tmp / "campaign.html").write_text(sp.HTML, encoding="utf-8")
+    (tmp / "campaign.html").write_text(HTML, encoding="utf-8")
     m = cli.run(
-        "campaign", "create", "--name", f"Bench {n}", "--topic", sp.TOPIC,
-        "--subject", sp.SUBJECT, "--html", "campaign.html", "--json",
+        "campaign", "create", "--name", f"Bench {n}", "--topic", TOPIC,
+        "--subject", SUBJECT, "--html", "campaign.html", "--json",
     )  # fmt: skip
     campaign_id = int(m.json()["id"])
     if db is not None:
-        figures["db_mib_before"] = round(_db_bytes(db) / MIB, 1)
+        figures["db_mib_before"] = round(file_bytes(db) / MIB, 1)
     return campaign_id, figures
-
-
-def _db_bytes(db: Path) -> int:
-    total = 0
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        try:
-            total += os.stat(str(db) + suffix).st_size
-        except OSError:
-            pass
-    return total
 
 
 # --------------------------------------------------------------------------- raw baseline
 
 
-def build_raw(settings: Settings, n: int, pool: int) -> tuple[list[tuple[str, bytes]], float]:
-    """N (recipient, message) pairs over at most `pool` distinct rendered bodies."""
-    bodies = [raw for _, raw in sp.build_raw_messages(settings, min(n, pool))]
-    size = sum(len(b) for b in bodies) / len(bodies)
-    return [(sp.contact_email(i, "raw"), bodies[i % len(bodies)]) for i in range(n)], size
-
-
 async def raw_phase(port: int, messages: list[tuple[str, bytes]], c: int) -> None:
     clients: list[aiosmtplib.SMTP] = []
-    await sp.raw_baseline(port, messages, c, clients)
+    await raw_baseline(port, messages, c, clients)
     await asyncio.gather(*(client.quit() for client in clients))
+
+
+def raw_round(
+    sink: Sink, settings: Settings, n: int, pool: int, c: int, say: Callable[[str], None]
+) -> tuple[Window, float, float, dict[str, Any]]:
+    """The raw baseline, after the gateway's run (see the docstring: memory): its window,
+    average message size, CPU of other processes meanwhile, and what each recipient got."""
+    say(f"rendering {min(n, pool)} baseline bodies for {n} messages (untimed) ...")
+    messages, raw_size = build_raw_pool(settings, n, pool)
+    say(f"raw baseline: aiosmtplib, {n} messages, {c} connections ...")
+    sink.recipients("raw", n)
+    busy0 = cpu_busy()
+    with Window(sink) as raw:
+        asyncio.run(raw_phase(sink.port, messages, c))
+    raw_other = other_pct(cpu_busy() - busy0, raw.cpu + raw.sink_cpu, raw.seconds)
+    del messages
+    return raw, raw_size, raw_other, sink.recipients("raw", n)
+
+
+def raw_figures(
+    raw: Window, size: float, other: float, recipients: dict[str, Any], n: int, **more: Any
+) -> dict[str, Any]:
+    """The baseline's part of the report."""
+    return {
+        "seconds": round(raw.seconds, 3),
+        "rate": round(n / raw.seconds, 1),
+        **more,
+        "avg_message_bytes": round(size),
+        **raw.usage(n),
+        "cpu_other_pct": other,
+        "recipients": recipients,
+    }
 
 
 # --------------------------------------------------------------------------- the campaign
@@ -513,7 +339,7 @@ async def raw_phase(port: int, messages: list[tuple[str, bytes]], c: int) -> Non
 class Watch:
     """What the benchmark samples while `campaign send` runs."""
 
-    sink: sp.Sink
+    sink: Sink
     t0: float
     db: Path
     base_count: int
@@ -539,7 +365,7 @@ class Watch:
             self.count = total - self.base_count
 
     def __call__(self, now: float, pid: int) -> None:
-        count = sp.gateway_count(self.sink.stats()["counts"]) - self.base_count
+        count = gateway_count(self.sink.stats()["counts"]) - self.base_count
         if count > self.count:
             if self.first is None:
                 self.first = now
@@ -551,12 +377,12 @@ class Watch:
                     self.longest_stall = (round(gap, 2), round(self.last - self.t0, 2))  # type: ignore[operator]
             self.last = now
             self.count = count
-        self.db_peak = max(self.db_peak, _db_bytes(self.db))
-        main, cpu = _threads_cpu(pid)
+        self.db_peak = max(self.db_peak, file_bytes(self.db))
+        main, cpu = threads_cpu(pid)
         self.threads_cpu.update(cpu)  # threads vanish with the process: keep the last seen
         self.main_tid = main or self.main_tid
         # the process itself, or under --py-spy the gateway that py-spy started
-        rss = max(_proc_status(p).get("VmRSS", 0) for p in (pid, *_descendants(pid))) / 1024
+        rss = max(proc_status(p).get("VmRSS", 0) for p in (pid, *descendants(pid))) / 1024
         for pct in (10, 50, 90):
             if f"{pct}%" not in self.rss_at and count >= self.n * pct / 100:
                 self.rss_at[f"{pct}%"] = round(rss, 1)
@@ -572,12 +398,7 @@ def py_spy_summary(raw_file: Path, top: int, rate: int, n: int) -> tuple[str, di
     own: dict[str, int] = {}
     threads: dict[str, int] = {}
     total = waiting = 0
-    for line in raw_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = stack.split(";")
+    for frames, count in collapsed_stacks(raw_file):
         labels = []
         while frames and frames[0].startswith(("thread (", "process ")):
             labels.append(frames.pop(0))
@@ -652,19 +473,13 @@ def _frame(frame: str) -> str:
     """'func (path/to/file.py:123)' -> 'func (file.py)' with site-packages/stdlib trimmed."""
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
-    path = where.rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/lib/python3.", "/work/main/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            if marker == "/lib/python3.":
-                path = path.split("/", 1)[-1]
-            break
+    path = short_path(where.rsplit(":", 1)[0])
     return f"{name} ({path})" if path else name
 
 
 def campaign_phase(
     cli: Cli,
-    sink: sp.Sink,
+    sink: Sink,
     campaign_id: int,
     db: Path,
     n: int,
@@ -685,17 +500,17 @@ def campaign_phase(
             "--output", str(profile), "--", *cmd,
         ]  # fmt: skip
     s0 = sink.stats()
-    watch = Watch(sink, 0.0, db, sp.gateway_count(s0["counts"]), n)
-    busy0, own0 = _cpu_busy(), time.process_time()
+    watch = Watch(sink, 0.0, db, gateway_count(s0["counts"]), n)
+    busy0, own0 = cpu_busy(), time.process_time()
     watch.t0 = time.perf_counter()
     m = run_measured(cmd, cli.env, cli.cwd, timeout, tick=0.02, on_tick=watch)
     s1 = sink.stats()
     ours = m.cpu_seconds + (s1["cpu"] - s0["cpu"]) + (time.process_time() - own0)
-    other = _other_pct(_cpu_busy() - busy0, ours, m.seconds)
-    watch.final(watch.t0 + m.seconds, sp.gateway_count(s1["counts"]))
-    got = sp.gateway_count(s1["counts"]) - sp.gateway_count(s0["counts"])
+    other = other_pct(cpu_busy() - busy0, ours, m.seconds)
+    watch.final(watch.t0 + m.seconds, gateway_count(s1["counts"]))
+    got = gateway_count(s1["counts"]) - gateway_count(s0["counts"])
     sink_figures = {
-        "command": _show(cli.cmd(*args)),
+        "command": show(cli.cmd(*args)),
         "received": got,
         "bytes": s1["bytes"] - s0["bytes"],
         "cpu_seconds": s1["cpu"] - s0["cpu"],
@@ -706,10 +521,6 @@ def campaign_phase(
 
 
 # --------------------------------------------------------------------------- databases
-
-PG_WORDS = ("postgresql", "postgres", "pg")
-PG_PREFIXES = ("postgresql://", "postgres://", "postgresql+asyncpg://", "postgres+asyncpg://")
-TESTS = BENCH.parent / "tests"  # tests/pg.py: the throwaway PostgreSQL cluster of the suite
 
 
 class Target:
@@ -722,8 +533,7 @@ class Target:
 
     def __init__(self, spec: str | None, tmp: Path) -> None:
         self.tmp = tmp
-        self.cluster: Any = None
-        self.server = ""
+        self.pg: PgServer | None = None
         self.created: list[str] = []
         self.prefix = f"gwbench_{secrets.token_hex(3)}"
         spec = spec or "sqlite"
@@ -732,22 +542,13 @@ class Target:
         elif spec.startswith("sqlite:///"):
             self.kind, self.path = "sqlite", Path(spec[len("sqlite:///") :]).resolve()
             if self.path.exists():
-                raise SystemExit(f"campaign: {self.path} exists: the benchmark needs a new file")
-        elif spec.lower() in PG_WORDS:
+                fail(f"{self.path} exists: the benchmark needs a new file")
+        elif is_postgres(spec):
             self.kind, self.path = "postgresql", None
-            sys.path.insert(0, str(TESTS))
-            try:
-                from pg import Cluster  # type: ignore[import-not-found]
-            finally:
-                sys.path.remove(str(TESTS))
-            self.cluster = Cluster().start()
-            self.server = self.cluster.url()
-        elif spec.startswith(PG_PREFIXES):
-            self.kind, self.path = "postgresql", None
-            self.server = "postgresql://" + spec.split("://", 1)[1]
+            self.pg = PgServer(spec)
         else:
-            raise SystemExit(
-                f"campaign: --database {spec!r}: give sqlite, sqlite:///PATH, postgresql "
+            fail(
+                f"--database {spec!r}: give sqlite, sqlite:///PATH, postgresql "
                 "(a throwaway cluster) or postgresql://USER@HOST:PORT/DB"
             )
 
@@ -755,16 +556,15 @@ class Target:
         if self.kind == "sqlite":
             return f"SQLite {self.path}"
         version = self._sql("SHOW server_version")[0][0]
-        where = (
-            f"throwaway cluster on 127.0.0.1:{self.cluster.port} (tests/pg.py: fsync off)"
-            if self.cluster is not None
-            else urlsplit(self.server)._replace(path="", query="").geturl()
-        )
-        return f"PostgreSQL {version.split()[0]}, {where}"
+        return f"PostgreSQL {version.split()[0]}, {self._pg().where()}"
 
     def _file(self, label: str) -> Path:
         assert self.path is not None
         return self.path if label == "base" else self.tmp / f"campaign-{label}.db"
+
+    def _pg(self) -> PgServer:
+        assert self.pg is not None, "a SQLite target has no PostgreSQL server"
+        return self.pg
 
     def _name(self, label: str) -> str:
         return f"{self.prefix}_{label}"
@@ -772,20 +572,10 @@ class Target:
     def url(self, label: str) -> str:
         if self.kind == "sqlite":
             return f"sqlite:///{self._file(label)}"
-        return urlsplit(self.server)._replace(path="/" + self._name(label)).geturl()
+        return self._pg().database_url(self._name(label))
 
     def _sql(self, sql: str, *params: Any) -> list[Any]:
-        import asyncpg
-
-        async def go() -> list[Any]:
-            dsn = urlsplit(self.server)._replace(query="").geturl()
-            conn = await asyncpg.connect(dsn)
-            try:
-                return list(await conn.fetch(sql, *params))
-            finally:
-                await conn.close()
-
-        return asyncio.run(go())
+        return self._pg().sql(sql, *params)
 
     def create_base(self) -> str:
         if self.kind == "postgresql":
@@ -822,7 +612,7 @@ class Target:
 
     def size(self, label: str) -> int:
         if self.kind == "sqlite":
-            return _db_bytes(self._file(label))
+            return file_bytes(self._file(label))
         return int(self._sql("SELECT pg_database_size($1)", self._name(label))[0][0])
 
     def xacts(self, label: str) -> int | None:
@@ -844,10 +634,9 @@ class Target:
             finally:
                 con.close()
             return found[0] if found else None
-        import asyncpg
 
         async def go() -> str | None:
-            conn = await asyncpg.connect(urlsplit(self.url(label))._replace(query="").geturl())
+            conn = await self._pg().connect(self.url(label))
             try:
                 return await conn.fetchval("SELECT state FROM campaigns WHERE id = $1", campaign_id)
             finally:
@@ -856,16 +645,8 @@ class Target:
         return asyncio.run(go())
 
     def server_cpu(self) -> float | None:
-        """CPU seconds of the throwaway cluster so far: the postmaster, the backends it has
-        reaped and those still alive. None for a server the benchmark did not start."""
-        if self.cluster is None:
-            return None
-        try:
-            pid = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        own = _stat_cpu(pid, children=True)
-        return own + sum(_stat_cpu(kid) for kid in _descendants(pid))
+        """CPU seconds of the throwaway cluster (None on SQLite or someone else's server)."""
+        return self.pg.cpu() if self.pg is not None else None
 
     def close(self) -> None:
         try:
@@ -873,21 +654,8 @@ class Target:
                 self._sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         except Exception:
             pass
-        if self.cluster is not None:
-            self.cluster.stop()
-
-
-def _stat_cpu(pid: int, children: bool = False) -> float:
-    """utime + stime of a process (+ cutime + cstime: its reaped children), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        if self.pg is not None:
+            self.pg.stop()
 
 
 # --------------------------------------------------------------------------- several workers
@@ -914,10 +682,10 @@ def workers_round(
     cmd = cli.cmd("worker", *([] if daemon else ["--until-idle"]))
     cmd += ["--json", "--concurrency", str(concurrency)]
     s0 = sink.stats()
-    base = sp.gateway_count(s0["counts"])
+    base = gateway_count(s0["counts"])
     xacts0 = target.xacts(label)
-    busy0, own0, db0 = _cpu_busy(), time.process_time(), target.server_cpu()
-    inherited = _own_peak_reset()
+    busy0, own0, db0 = cpu_busy(), time.process_time(), target.server_cpu()
+    inherited = own_peak_reset()
     outputs = [
         (cli.cwd / f".worker-{i}-{secrets.token_hex(3)}.out", cli.cwd / f".worker-{i}.err")
         for i in range(workers)
@@ -955,9 +723,9 @@ def workers_round(
                 maxrss[i] = usage.ru_maxrss
                 del live[pid]
             else:
-                hwm[i] = max(hwm[i], _proc_status(pid).get("VmHWM", 0))
+                hwm[i] = max(hwm[i], proc_status(pid).get("VmHWM", 0))
         now = time.perf_counter()
-        got_now = sp.gateway_count(sink.stats()["counts"]) - base
+        got_now = gateway_count(sink.stats()["counts"]) - base
         if got_now > count:
             first = first or now
             last = now
@@ -979,7 +747,7 @@ def workers_round(
             time.sleep(0.02)
     wall = max(ends)
     s1 = sink.stats()
-    received = sp.gateway_count(s1["counts"]) - base
+    received = gateway_count(s1["counts"]) - base
     if received > count:  # arrived after the last sample
         first = first or t0 + wall
         last = t0 + wall
@@ -1018,7 +786,7 @@ def workers_round(
     return {
         "workers": workers,
         "mode": mode,
-        "command": _show(cmd),
+        "command": show(cmd),
         "seconds": round(seconds, 3),
         "wall_seconds": round(wall, 3),
         "stopped_at_s": round(stopped - t0, 2) if stopped else None,
@@ -1041,7 +809,7 @@ def workers_round(
         "cpu_sink_pct": round(100 * sink_cpu / wall, 1),
         "cpu_db_pct": round(100 * db_cpu / wall, 1) if db_cpu is not None else None,
         "cpu_db_us_per_msg": round(1e6 * db_cpu / n, 1) if db_cpu is not None else None,
-        "cpu_other_pct": _other_pct(_cpu_busy() - busy0, ours, wall),
+        "cpu_other_pct": other_pct(cpu_busy() - busy0, ours, wall),
     }
 
 
@@ -1059,9 +827,8 @@ def run_workers(
         database = target.describe()
         say(f"database: {database}")
         base_url = target.create_base()
-        gw_env = sp.gateway_env(tmp, "unused.db", sink.port, {"GATEWAY_DATABASE_URL": base_url})
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        env.update(gw_env)
+        gw_env = gateway_env(tmp, "unused.db", sink.port, {"GATEWAY_DATABASE_URL": base_url})
+        env = {**without_gateway_env(), **gw_env}
         settings = Settings.from_env(gw_env)
         cli = Cli(env, tmp)
         campaign_id, setup_figures = setup(
@@ -1103,17 +870,8 @@ def run_workers(
     finally:
         target.close()
 
-    say(f"rendering {min(n, args.raw_pool)} baseline bodies for {n} messages (untimed) ...")
-    messages, raw_size = build_raw(settings, n, args.raw_pool)
-    say(f"raw baseline: aiosmtplib, {n} messages, {c} connections ...")
-    sink.recipients("raw", n)
-    busy0 = _cpu_busy()
-    with sp.Window(sink) as raw:
-        asyncio.run(raw_phase(sink.port, messages, c))
-    raw_other = _other_pct(_cpu_busy() - busy0, raw.cpu + raw.sink_cpu, raw.seconds)
-    del messages
-    raw_recipients = sink.recipients("raw", n)
-    if raw.sink_counts.get(sp.RAW_SENDER, 0) != n or not recipients_ok(raw_recipients):
+    raw, raw_size, raw_other, raw_recipients = raw_round(sink, settings, n, args.raw_pool, c, say)
+    if raw.sink_counts.get(RAW_SENDER, 0) != n or not recipients_ok(raw_recipients):
         failures.append(f"raw: {recipients_problem(raw_recipients)}")
     raw_rate = n / raw.seconds
     for r in rounds:
@@ -1121,11 +879,7 @@ def run_workers(
     for phase, pct in [("raw baseline", raw_other)] + [
         (f"{r['workers']}-worker round", r["cpu_other_pct"]) for r in rounds
     ]:
-        if pct >= 15:
-            notes.append(
-                f"other processes used {pct:.0f}% of a core during the {phase}: "
-                "its figures are disturbed, run again on a quiet machine"
-            )
+        notes += filter(None, [disturbed(phase, pct)])
     result: dict[str, Any] = {
         "mode": "workers",
         "worker_mode": args.worker_mode,
@@ -1141,19 +895,11 @@ def run_workers(
         "cores": os.cpu_count(),
         "loadavg_at_start": load,
         "python": sys.version.split()[0],
-        "commit": sp._commit(),
+        "commit": commit(),
         "sink_loop": args.sink_loop,
         "campaign_id": campaign_id,
         "setup": setup_figures,
-        "raw": {
-            "seconds": round(raw.seconds, 3),
-            "rate": round(raw_rate, 1),
-            "connections": c,
-            "avg_message_bytes": round(raw_size),
-            **raw.usage(n),
-            "cpu_other_pct": raw_other,
-            "recipients": raw_recipients,
-        },
+        "raw": raw_figures(raw, raw_size, raw_other, raw_recipients, n, connections=c),
         "rounds": rounds,
         "notes": notes,
         "ok": not failures,
@@ -1251,9 +997,7 @@ def human_workers(r: dict[str, Any]) -> str:
         "  check: the sink got exactly N messages from the gateway, every recipient exactly"
         " once; the workers' sent counts add up to N; `campaign status` done, sent N",
     ]
-    lines += [f"  note: {note}" for note in r["notes"]]
-    lines.append("  checks: " + ("OK" if r["ok"] else "FAILED"))
-    lines += [f"  FAILURE: {f}" for f in r["failures"]]
+    lines += outcome(r)
     return "\n".join(lines)
 
 
@@ -1261,12 +1005,7 @@ def human_workers(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="campaign.py",
-        description=__doc__.split("\n\n", 1)[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = doc_parser("campaign.py", __doc__)
     parser.add_argument("--n", type=int, default=20_000, help="subscribed contacts (default 20000)")
     parser.add_argument(
         "--concurrency",
@@ -1291,7 +1030,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sink-loop",
         choices=("uvloop", "asyncio"),
-        default="uvloop" if sp._has_uvloop() else "asyncio",
+        default="uvloop" if has_uvloop() else "asyncio",
         help="event loop of the sink process (default uvloop when installed)",
     )
     parser.add_argument(
@@ -1309,7 +1048,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers",
-        type=_worker_counts,
+        type=count_list("counts", "worker counts"),
         metavar="N[,N...]",
         help="instead of `campaign send` in one process: for each count W, a fresh copy of "
         "the set-up database, `campaign send ID --detach`, then W `gateway worker "
@@ -1342,8 +1081,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--n, --concurrency and --raw-pool must be at least 1")
     if args.py_spy and not PY_SPY.exists():
         parser.error(f"--py-spy needs {PY_SPY} (`.venv/bin/pip install py-spy`)")
-    database = args.database or "sqlite"
-    on_pg = database.lower() in PG_WORDS or database.startswith(PG_PREFIXES)
+    on_pg = is_postgres(args.database or "sqlite")
     if on_pg and args.workers is None:
         args.workers = [1, 2, 4]
     if on_pg and args.setup == "sqlite":
@@ -1351,16 +1089,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.workers is not None and args.py_spy:
         parser.error("--py-spy profiles the one `campaign send` process: not with --workers")
     return args
-
-
-def _worker_counts(text: str) -> list[int]:
-    try:
-        counts = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError("worker counts must be at least 1")
-    return counts
 
 
 def run(
@@ -1371,9 +1099,8 @@ def run(
     n = args.n
     db = Target(args.database, tmp).path
     assert db is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env.update(sp.gateway_env(tmp, str(db), sink.port))
-    settings = Settings.from_env(sp.gateway_env(tmp, str(db), sink.port))
+    env = {**without_gateway_env(), **gateway_env(tmp, str(db), sink.port)}
+    settings = Settings.from_env(gateway_env(tmp, str(db), sink.port))
     cli = Cli(env, tmp)
     notes: list[str] = []
     load = [round(x, 2) for x in os.getloadavg()]
@@ -1407,17 +1134,8 @@ def run(
     )
     recipients = sink.recipients("kh", n)
 
-    say(f"rendering {min(n, args.raw_pool)} baseline bodies for {n} messages (untimed) ...")
-    messages, raw_size = build_raw(settings, n, args.raw_pool)
-    say(f"raw baseline: aiosmtplib, {n} messages, {c} connections ...")
-    sink.recipients("raw", n)
-    busy0 = _cpu_busy()
-    with sp.Window(sink) as raw:
-        asyncio.run(raw_phase(sink.port, messages, c))
-    raw_other = _other_pct(_cpu_busy() - busy0, raw.cpu + raw.sink_cpu, raw.seconds)
-    del messages
-    raw_got = raw.sink_counts.get(sp.RAW_SENDER, 0)
-    raw_recipients = sink.recipients("raw", n)
+    raw, raw_size, raw_other, raw_recipients = raw_round(sink, settings, n, args.raw_pool, c, say)
+    raw_got = raw.sink_counts.get(RAW_SENDER, 0)
 
     reports: list[str] = []
     profile_data = None
@@ -1431,11 +1149,7 @@ def run(
     status_data = status.json() if status.returncode == 0 else None
 
     for phase, pct in (("raw baseline", raw_other), ("campaign", sink_figures["cpu_other_pct"])):
-        if pct >= 15:
-            notes.append(
-                f"other processes used {pct:.0f}% of a core during the {phase}: "
-                "its figures are disturbed, run again on a quiet machine"
-            )
+        notes += filter(None, [disturbed(phase, pct)])
 
     failures: list[str] = []
     if raw_got != n:
@@ -1478,19 +1192,12 @@ def run(
         "cores": os.cpu_count(),
         "loadavg_at_start": load,
         "python": sys.version.split()[0],
-        "commit": sp._commit(),
+        "commit": commit(),
         "profiled": "py-spy" if args.py_spy else None,
         "sink_loop": args.sink_loop,
         "campaign_id": campaign_id,
         "setup": setup_figures,
-        "raw": {
-            "seconds": round(raw.seconds, 3),
-            "rate": round(raw_rate, 1),
-            "avg_message_bytes": round(raw_size),
-            **raw.usage(n),
-            "cpu_other_pct": raw_other,
-            "recipients": raw_recipients,
-        },
+        "raw": raw_figures(raw, raw_size, raw_other, raw_recipients, n),
         "campaign": {
             "command": sink_figures["command"],
             "seconds": round(m.seconds, 3),
@@ -1528,7 +1235,7 @@ def run(
             "memory_target_mib": MEMORY_TARGET_MIB,
             "memory_target_n": MEMORY_TARGET_N,
             "db_peak_mib": round(watch.db_peak / MIB, 1),
-            "db_after_mib": round(_db_bytes(db) / MIB, 1),
+            "db_after_mib": round(file_bytes(db) / MIB, 1),
             "sink_received": sink_figures["received"],
             "recipients": recipients,
             "final_status": final,
@@ -1599,52 +1306,28 @@ def human(r: dict[str, Any]) -> str:
         + ", ".join(f"{k}: {v} MiB" for k, v in g["rss_mib_at_delivered"].items())
         + f"; database {s['db_mib_before']} MiB before, peak {g['db_peak_mib']} MiB, after {g['db_after_mib']} MiB",
     ]
-    lines += [f"  note: {note}" for note in r["notes"]]
-    lines.append(
-        "  checks: "
-        + (
-            "OK: the sink got exactly N gateway and N baseline messages, every recipient"
-            " exactly once; campaign done, sent N"
-            if r["ok"]
-            else "FAILED"
-        )
+    lines += outcome(
+        r,
+        "OK: the sink got exactly N gateway and N baseline messages, every recipient"
+        " exactly once; campaign done, sent N",
     )
-    lines += [f"  FAILURE: {f}" for f in r["failures"]]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    report_out = sys.stderr if args.json else sys.stdout
-
-    def say(text: str) -> None:
-        if not args.json:
-            print(text, file=sys.stderr, flush=True)
-
+    say = speaker(args.json)
     if not GATEWAY.exists():
-        raise SystemExit(f"campaign: {GATEWAY} not found: install the package into the venv")
-    sink = Sink(args.sink_loop)
-    tmp = Path(tempfile.mkdtemp(prefix="gw-campaign-"))
+        fail(f"{GATEWAY} not found: install the package into the venv")
+    sink = Sink(args.sink_loop, per_recipient=True)
     try:
-        result, reports = run(args, sink, tmp, say)
+        with scratch("gw-campaign-", args.keep, say) as tmp:
+            result, reports = run(args, sink, tmp, say)
     finally:
         sink.stop()
-        if args.keep:
-            say(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    for report in reports:
-        print(report, file=report_out)
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-    elif result.get("mode") == "workers":
-        print(human_workers(result))
-    else:
-        print(human(result))
-    if not result["ok"]:
-        print("campaign: FAILED: " + "; ".join(result["failures"]), file=sys.stderr)
-        return 1
-    return 0
+    return finish(
+        result, reports, args.json, human_workers if result.get("mode") == "workers" else human
+    )
 
 
 if __name__ == "__main__":

@@ -78,80 +78,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
-import json
-import multiprocessing
 import os
-import random
-import re
 import shutil
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
+from _common import (
+    HTML,
+    RAW_SENDER,
+    SUBJECT,
+    TOPIC,
+    add_profile_flags,
+    commit,
+    contact_email,
+    doc_parser,
+    fail,
+    finish,
+    gateway_env,
+    has_uvloop,
+    outcome,
+    scratch,
+    speaker,
+    write_contacts_csv,
+)
+from _profile import cprofile_rows, cprofile_table
+from _sink import DROP_RATE, FAIL_RATE, Sink, Window, build_raw_messages, gateway_count, raw_window
 
 from gateway import Gateway, SendRequest
 from gateway.config import Settings
-from gateway.render import Draft, Renderer
-from gateway.store import Contact, Topic
-from gateway.tokens import Signer
 
-HOST = "127.0.0.1"
-GATEWAY_SENDER = "news@first.vn"  # GATEWAY_FROM; the envelope sender may be a VERP path
-RAW_SENDER = "bulk@first.vn"  # the baseline's: the sink counts it apart from the gateway's
-FAIL_RATE = 0.10  # --faults: DATA answered 451
-DROP_RATE = 0.01  # --faults: connection aborted after the data, before the reply
 FAULT_RETRY_SCHEDULE = "0.05,0.1,0.2"
 DKIM_DOMAIN, DKIM_SELECTOR = "first.vn", "bench"
-TOPIC = "news"
-
-SUBJECT = "Ưu đãi tháng 12 dành riêng cho {{ contact.name }}"
-# A short Vietnamese HTML body. The layout, the marketing footer (in both parts), the
-# List-* headers and quoted-printable encoding add about 3.5 KB to any message, so a rendered
-# message is about 5 KB; the run prints the average sizes of both sides.
-HTML = """\
-<h1>Xin chào {{ contact.name }},</h1>
-<p>Nhân dịp cuối năm, cửa hàng giảm giá tới 50% cho áo khoác, giày thể thao và phụ kiện
-mùa đông, miễn phí vận chuyển cho đơn hàng từ 300.000 đồng. Chương trình áp dụng từ ngày
-10 đến hết ngày 24 tháng 12 tại <a href="https://first.vn/khuyen-mai">first.vn</a>.</p>
-<p>Trân trọng,<br>Đội ngũ chăm sóc khách hàng</p>
-"""
-
-FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng"]
-MIDDLE = ["Văn", "Thị", "Minh", "Ngọc", "Đức", "Thanh", "Quốc", "Hồng"]
-GIVEN = ["An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Khánh", "Linh", "Phương", "Quân"]
-
-
-def contact_name(i: int) -> str:
-    return f"{FAMILY[i % 10]} {MIDDLE[(i // 10) % 8]} {GIVEN[(i // 80) % 10]}"
-
-
-def contact_email(i: int, tag: str = "kh") -> str:
-    return f"{tag}{i:06d}@example.vn"
-
-
-def gateway_env(
-    tmp: Path, db: str, sink_port: int, extra: dict[str, str] | None = None
-) -> dict[str, str]:
-    return {
-        "GATEWAY_DATABASE_URL": f"sqlite:///{tmp / db}",
-        "GATEWAY_SECRET_KEYS": "bench-key-newest-4f8a2c6e0b9d1f3a7c5e,bench-key-older-9b3d7f1a5c0e8b2d6f4a",
-        "GATEWAY_FROM": f"Shop <{GATEWAY_SENDER}>",
-        "GATEWAY_BASE_URL": "https://mail.first.vn",
-        "GATEWAY_SMTP_URL": f"smtp://{HOST}:{sink_port}",
-        "GATEWAY_SENDER_NAME": "Công ty TNHH First",
-        "GATEWAY_SENDER_POSTAL_ADDRESS": "12 Lê Lợi, Quận 1, TP. Hồ Chí Minh",
-        "GATEWAY_SENDER_PHONE": "+84 28 1234 5678",
-        "GATEWAY_SENDER_WEBSITE": "https://first.vn",
-        **(extra or {}),
-    }
 
 
 def dkim_key(tmp: Path, kind: str) -> Path:
@@ -176,239 +137,13 @@ def dkim_key(tmp: Path, kind: str) -> Path:
     return path
 
 
-def gateway_count(counts: dict[str, int]) -> int:
-    """Messages from the gateway: every envelope sender but the baseline's."""
-    return sum(v for k, v in counts.items() if k != RAW_SENDER)
-
-
 def dkim_cost_table(n: int) -> dict[str, float] | None:
     """bench/dkim_cost.py's measure(n), when that file is there."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
         from dkim_cost import measure  # type: ignore[import-not-found]
     except ImportError:
         return None
     return measure(n)
-
-
-# --------------------------------------------------------------------------- the sink
-
-
-RECIPIENT = re.compile(r"([a-z]+)(\d{1,8})@example\.vn")
-OTHER_RECIPIENTS_KEPT = 10_000  # addresses outside that pattern counted one by one, at most
-
-
-class RecipientTally:
-    """Messages per recipient, so a run can tell that every recipient got exactly one. One
-    byte per recipient (a bytearray per tag, indexed by the address's number; saturates at
-    255): 1 MiB for a million contacts."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, bytearray] = {}
-        self.other: dict[str, int] = {}
-        self.other_overflow = 0
-
-    def count(self, address: str) -> None:
-        m = RECIPIENT.fullmatch(address.lower())
-        if m is None:
-            if address in self.other or len(self.other) < OTHER_RECIPIENTS_KEPT:
-                self.other[address] = self.other.get(address, 0) + 1
-            else:
-                self.other_overflow += 1
-            return
-        tag, i = m.group(1), int(m.group(2))
-        arr = self.seen.get(tag)
-        if arr is None:
-            arr = self.seen[tag] = bytearray()
-        if i >= len(arr):
-            arr.extend(bytes(max(i + 1 - len(arr), len(arr))))  # doubles: amortized O(1)
-        if arr[i] < 255:
-            arr[i] += 1
-
-    def summary(self, tag: str, n: int) -> dict[str, Any]:
-        """What TAG's 0..N-1 received (then forgotten)."""
-        arr = self.seen.pop(tag, bytearray())
-        window = bytes(arr[:n]) + bytes(max(n - len(arr), 0))
-        beyond = bytes(arr[n:])
-        once, missing = window.count(1), window.count(0)
-        many = n - once - missing
-        return {
-            "expected": n,
-            "distinct": n - missing,
-            "exactly_once": once,
-            "missing": missing,
-            "more_than_once": many,
-            "max_per_recipient": max(window, default=0),
-            "outside_range": len(beyond) - beyond.count(0),
-            "missing_first": [i for i, v in enumerate(window) if v == 0][:5] if missing else [],
-            "repeated_first": [i for i, v in enumerate(window) if v > 1][:5] if many else [],
-            "unrecognized": sum(self.other.values()) + self.other_overflow,
-        }
-
-
-def _sink_main(
-    conn: Any, ready: Any, loop_kind: str, seed: int = 0, per_recipient: bool = False
-) -> None:
-    """Child process: an aiosmtpd sink that discards messages and counts them per sender
-    (and per recipient with `per_recipient`). Commands on `conn`: "stats", "stop",
-    "faults on", "faults off", "recipients TAG N" (see RecipientTally.summary)."""
-    from aiosmtpd.smtp import SMTP
-
-    counts: dict[str, int] = {}
-    received_bytes = [0]
-    faults = {"fail": 0, "drop_data": 0, "signed": 0}
-    injecting = [False]
-    draws = random.Random(seed)
-    tally = RecipientTally() if per_recipient else None
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            if injecting[0]:
-                draw = draws.random()
-                if draw < DROP_RATE:
-                    # The data has arrived; vanish before replying. Not counted as received.
-                    faults["drop_data"] += 1
-                    server.transport.abort()
-                    await asyncio.sleep(3600)  # connection_lost() cancels this
-                elif draw < DROP_RATE + FAIL_RATE:
-                    faults["fail"] += 1
-                    return "451 4.3.0 try again"
-            local, at, domain = envelope.mail_from.rpartition("@")
-            sender = f"{local.split('+', 1)[0]}{at}{domain}"  # VERP: one key per sender
-            counts[sender] = counts.get(sender, 0) + 1
-            data = envelope.original_content or b""
-            received_bytes[0] += len(data)
-            if data[:15].lower() == b"dkim-signature:":
-                faults["signed"] += 1
-            if tally is not None:
-                for rcpt in envelope.rcpt_tos:
-                    tally.count(rcpt)
-            return "250 OK"
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        handler = Handler()
-        server = await loop.create_server(
-            lambda: SMTP(
-                handler,
-                decode_data=False,
-                enable_SMTPUTF8=True,
-                hostname="localhost",  # no getfqdn() per connection
-                data_size_limit=None,
-                loop=loop,
-            ),
-            HOST,
-            0,
-        )
-        stop = asyncio.Event()
-
-        def on_command() -> None:
-            try:
-                command = conn.recv()
-            except EOFError:
-                command = "stop"
-            if command == "stats":
-                conn.send(
-                    {
-                        "counts": dict(counts),
-                        "faults": dict(faults),
-                        "bytes": received_bytes[0],
-                        "cpu": time.process_time(),
-                        "wall": time.perf_counter(),
-                    }
-                )
-            elif command == "stop":
-                stop.set()
-            elif command in ("faults on", "faults off"):
-                injecting[0] = command == "faults on"
-                conn.send(injecting[0])
-            elif command.startswith("recipients ") and tally is not None:
-                _, tag, n = command.split()
-                conn.send(tally.summary(tag, int(n)))
-
-        loop.add_reader(conn.fileno(), on_command)
-        ready.send(server.sockets[0].getsockname()[1])
-        await stop.wait()
-        server.close()
-
-    if loop_kind == "uvloop":
-        import uvloop
-
-        uvloop.run(serve())
-    else:
-        asyncio.run(serve())
-
-
-class Sink:
-    """The sink process seen from the benchmark: start, stats(), stop."""
-
-    def __init__(self, loop_kind: str, seed: int = 0, *, per_recipient: bool = False) -> None:
-        self.loop_kind = loop_kind
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe()
-        ready_recv, ready_send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(
-            target=_sink_main,
-            args=(child_conn, ready_send, loop_kind, seed, per_recipient),
-            daemon=True,
-        )
-        self._proc.start()
-        if not ready_recv.poll(30):
-            self._proc.kill()
-            raise SystemExit("send_path: the SMTP sink did not start within 30 s")
-        self.port: int = ready_recv.recv()
-
-    def stats(self) -> dict[str, Any]:
-        self._conn.send("stats")
-        return self._conn.recv()
-
-    def faults(self, on: bool) -> None:
-        """Turn fault injection (FAIL_RATE 451s, DROP_RATE dropped DATA) on or off."""
-        self._conn.send("faults on" if on else "faults off")
-        self._conn.recv()
-
-    def stop(self) -> None:
-        try:
-            self._conn.send("stop")
-        except OSError:
-            pass
-        self._proc.join(5)
-        if self._proc.is_alive():
-            self._proc.kill()
-
-
-class Window:
-    """Wall and CPU time of this process and of the sink over one timed phase."""
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self.seconds = 0.0
-        self.cpu = 0.0
-        self.sink_cpu = 0.0
-        self.sink_counts: dict[str, int] = {}
-        self.sink_faults: dict[str, int] = {}
-
-    def __enter__(self) -> Window:
-        self._s0 = self.sink.stats()
-        self._c0 = time.process_time()
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self._t0
-        self.cpu = time.process_time() - self._c0
-        s1 = self.sink.stats()
-        self.sink_cpu = s1["cpu"] - self._s0["cpu"]
-        self.sink_counts = {k: v - self._s0["counts"].get(k, 0) for k, v in s1["counts"].items()}
-        self.sink_faults = {k: v - self._s0["faults"].get(k, 0) for k, v in s1["faults"].items()}
-
-    def usage(self, n: int) -> dict[str, float]:
-        return {
-            "cpu_client_pct": round(100 * self.cpu / self.seconds, 1),
-            "cpu_sink_pct": round(100 * self.sink_cpu / self.seconds, 1),
-            "cpu_client_us_per_msg": round(1e6 * self.cpu / n, 1),
-            "cpu_sink_us_per_msg": round(1e6 * self.sink_cpu / n, 1),
-        }
 
 
 # --------------------------------------------------------------------------- profiling
@@ -426,9 +161,7 @@ class Profiling:
             try:
                 import pyinstrument  # noqa: F401
             except ImportError:
-                raise SystemExit(
-                    "send_path: --profile pyinstrument needs `.venv/bin/pip install pyinstrument`"
-                ) from None
+                fail("--profile pyinstrument needs `.venv/bin/pip install pyinstrument`")
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -467,98 +200,25 @@ class Profiling:
 
 def _cprofile_report(stats: Any, name: str, n: int, top: int) -> str:
     """Top functions by cumulative time, with microseconds per message."""
-    rows = []
-    for (file, line, func), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():
-        rows.append((cumtime, tottime, calls, _where(file, line, func)))
-    rows.sort(reverse=True)
+    rows = cprofile_rows(stats)
     total = max((r[0] for r in rows), default=0.0)
-    out = io.StringIO()
-    out.write(f"=== cProfile: {name} (N={n}, {total:.2f} s profiled) ===\n")
-    out.write(f"{'cum us/msg':>10} {'self us/msg':>11} {'calls/msg':>9}  function\n")
-    shown = 0
-    for cumtime, tottime, calls, where in rows:
-        if where.startswith(("<", "asyncio/events.py", "bench/")) and shown:
-            continue  # loop plumbing: every coroutine step runs through it
-        out.write(
-            f"{1e6 * cumtime / n:10.1f} {1e6 * tottime / n:11.1f} {calls / n:9.2f}  {where}\n"
-        )
-        shown += 1
-        if shown >= top:
-            break
-    out.write(f"--- top {top // 2} by self time ---\n")
-    for cumtime, tottime, calls, where in sorted(rows, key=lambda r: r[1], reverse=True)[
-        : top // 2
-    ]:
-        out.write(
-            f"{1e6 * cumtime / n:10.1f} {1e6 * tottime / n:11.1f} {calls / n:9.2f}  {where}\n"
-        )
-    return out.getvalue()
-
-
-def _where(file: str, line: int, func: str) -> str:
-    if file == "~":
-        return func  # a builtin
-    for marker in ("site-packages/", "/lib/python3.", "/work/main/"):
-        if marker in file:
-            file = file.split(marker, 1)[1]
-            if marker == "/lib/python3.":
-                file = file.split("/", 1)[1]
-            break
-    return f"{file}:{line}({func})"
+    table = cprofile_table(rows, n, "msg", ("<", "asyncio/events.py", "bench/"), top)
+    return f"=== cProfile: {name} (N={n}, {total:.2f} s profiled) ===\n{table}"
 
 
 # --------------------------------------------------------------------------- phases
 
 
-def build_raw_messages(settings: Settings, n: int) -> list[tuple[str, bytes]]:
-    """N messages with the gateway's renderer (untimed): same size and shape as its own."""
-    renderer = Renderer(settings, Signer(settings.secret_keys))
-    topic = Topic(1, TOPIC, "Tin tức", False)
-    messages = []
-    for i in range(n):
-        to = contact_email(i, "raw")
-        contact = Contact(i + 1, f"uid{i:09d}", to, contact_name(i), "vi", "active")
-        draft = Draft(to, SUBJECT, HTML, None, "marketing", topic)
-        rendered = renderer.render(draft, contact)
-        if rendered.findings:
-            raise SystemExit(f"send_path: the template does not pass the scan: {rendered.findings}")
-        messages.append((to, rendered.raw))
-    return messages
-
-
-async def raw_baseline(
-    port: int, messages: list[tuple[str, bytes]], concurrency: int, clients: list[aiosmtplib.SMTP]
-) -> None:
-    """The timed part: connect C clients and send every message (the QUIT comes later)."""
-    work = iter(messages)
-    local_hostname = socket.getfqdn() or "localhost"  # what the gateway's transport uses
-
-    async def worker() -> None:
-        client = aiosmtplib.SMTP(
-            hostname=HOST, port=port, local_hostname=local_hostname, start_tls=False, timeout=30
-        )
-        await client.connect()
-        clients.append(client)
-        for rcpt, data in work:
-            await client.sendmail(RAW_SENDER, [rcpt], data)
-
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(messages)))))
-
-
 async def setup_database(env: dict[str, str], tmp: Path, n: int) -> float:
     """One topic and N subscribed contacts through the public import (untimed)."""
     path = tmp / "contacts.csv"
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["email", "name", "language"])
-        for i in range(n):
-            writer.writerow([contact_email(i), contact_name(i), "vi"])
+    write_contacts_csv(path, n)
     t0 = time.perf_counter()
     async with Gateway.from_env(env) as gw:
         await gw.add_topic(TOPIC, "Tin tức")
         report = await gw.import_contacts(path, subscribe=[TOPIC])
     if report.bad_rows or report.subscribed != n:
-        raise SystemExit(f"send_path: contact import went wrong: {report.as_dict()}")
+        fail(f"contact import went wrong: {report.as_dict()}")
     return time.perf_counter() - t0
 
 
@@ -664,21 +324,8 @@ async def gateway_mode(
 # --------------------------------------------------------------------------- main
 
 
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="send_path.py",
-        description=__doc__.split("\n\n", 1)[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = doc_parser("send_path.py", __doc__)
     parser.add_argument("--n", type=int, default=5000, help="messages per phase (default 5000)")
     parser.add_argument(
         "--concurrency",
@@ -691,18 +338,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sink-loop",
         choices=("uvloop", "asyncio"),
-        default="uvloop" if _has_uvloop() else "asyncio",
+        default="uvloop" if has_uvloop() else "asyncio",
         help="event loop of the sink process (default uvloop when installed: the faster the "
         "sink, the more the baseline measures the client rather than the sink)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
-    parser.add_argument(
-        "--profile",
-        choices=("cprofile", "pyinstrument"),
-        help="profile the gateway's accept and delivery phases (slows them down)",
-    )
-    parser.add_argument(
-        "--profile-top", type=int, default=30, help="functions shown per profile (default 30)"
+    add_profile_flags(
+        parser,
+        ("cprofile", "pyinstrument"),
+        "profile the gateway's accept and delivery phases (slows them down)",
     )
     parser.add_argument(
         "--profile-out",
@@ -754,10 +397,7 @@ async def run(args: argparse.Namespace, sink: Sink, tmp: Path, say: Callable[[st
     setup_seconds = await setup_database(base_env, tmp, n)
 
     say(f"raw baseline: aiosmtplib, {c} connections ...")
-    clients: list[aiosmtplib.SMTP] = []
-    with Window(sink) as raw:
-        await raw_baseline(sink.port, raw_messages, c, clients)
-    await asyncio.gather(*(client.quit() for client in clients))
+    raw = await raw_window(sink, raw_messages, c)
     raw_got = raw.sink_counts.get(RAW_SENDER, 0)
     del raw_messages
     raw_rate = n / raw.seconds
@@ -786,7 +426,7 @@ async def run(args: argparse.Namespace, sink: Sink, tmp: Path, say: Callable[[st
         "batch": args.batch,
         "cores": os.cpu_count(),
         "python": sys.version.split()[0],
-        "commit": _commit(),
+        "commit": commit(),
         "profiled": args.profile,
         "sink_loop": args.sink_loop,
         "faults": (
@@ -820,26 +460,6 @@ async def run(args: argparse.Namespace, sink: Sink, tmp: Path, say: Callable[[st
     result["ok"] = not failures
     result["failures"] = failures
     return result, profiling.reports
-
-
-def _commit() -> str | None:
-    """The gateway's git commit (with +dirty when gateway/ has local changes), if known."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "gateway"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
 
 
 def human(r: dict[str, Any]) -> str:
@@ -908,11 +528,7 @@ def human(r: dict[str, Any]) -> str:
         ]
     elif cost is None:
         lines.append("  DKIM signature cost: bench/dkim_cost.py not found")
-    lines.append(
-        "  sink check: "
-        + ("OK: exactly N baseline and N gateway messages per phase" if r["ok"] else "FAILED")
-    )
-    lines += [f"  FAILURE: {f}" for f in r["failures"]]
+    lines += outcome(r, "OK: exactly N baseline and N gateway messages per phase", "sink check")
     return "\n".join(lines)
 
 
@@ -921,35 +537,19 @@ def main(argv: list[str] | None = None) -> int:
     for key in list(os.environ):
         if key.startswith("GATEWAY_"):
             del os.environ[key]  # the run's settings are all given explicitly
-    report_out = sys.stderr if args.json else sys.stdout
-
-    def say(text: str) -> None:
-        if not args.json:
-            print(text, file=sys.stderr, flush=True)
-
+    say = speaker(args.json)
     sink = Sink(args.sink_loop, args.fault_seed)
-    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     cwd = os.getcwd()
-    os.chdir(tmp)  # anything the gateway writes relative to cwd lands in the temp dir
     try:
-        result, reports = asyncio.run(run(args, sink, tmp, say))
+        with scratch("gw-bench-", args.keep, say) as tmp:
+            os.chdir(tmp)  # anything the gateway writes relative to cwd lands in the temp dir
+            try:
+                result, reports = asyncio.run(run(args, sink, tmp, say))
+            finally:
+                os.chdir(cwd)
     finally:
-        os.chdir(cwd)
         sink.stop()
-        if args.keep:
-            say(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    for report in reports:
-        print(report, file=report_out)
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-    else:
-        print(human(result))
-    if not result["ok"]:
-        print("send_path: FAILED: " + "; ".join(result["failures"]), file=sys.stderr)
-        return 1
-    return 0
+    return finish(result, reports, args.json, human)
 
 
 if __name__ == "__main__":

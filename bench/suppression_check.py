@@ -67,24 +67,20 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from campaign import _cpu_busy, _descendants, _stat_cpu  # bench/ is on sys.path
+from _common import TOPIC, count_list, doc_parser
+from _pg import PgServer, is_postgres
+from _proc import cpu_busy
 
 from gateway.store import Store
 from gateway.tokens import Signer
 
-BENCH = Path(__file__).resolve().parent
-TESTS = BENCH.parent / "tests"  # tests/pg.py: the throwaway PostgreSQL cluster of the suite
 KEYS = ("bench-key-newest", "bench-key-older")
-TOPIC = "news"
 CHUNK = 50_000  # rows per COPY / executemany call while loading
 LOOKUP = "SELECT email_hash, scope, topic_id, reason FROM suppressions WHERE email_hash IN ({})"
 CONTACTS = "SELECT id, uid, email, name, language, status FROM contacts WHERE email IN ({})"
 SUBSCRIPTIONS = "SELECT contact_id, topic_id, status FROM subscriptions WHERE contact_id IN ({})"
-PG_WORDS = ("postgresql", "postgres", "pg")
 SEQ_SCAN_FAILS_AT = 100_000  # rows: from here a lookup plan that reads the table is a failure
-PG_PREFIXES = ("postgresql://", "postgres://")
 SUPPRESSION_KINDS = (  # (scope, with topic, reason, source) by i % 10
     *[("all", False, "hard_bounce", "bounce")] * 5,
     ("marketing", False, "complaint", "arf"),
@@ -101,12 +97,20 @@ def ok_email(i: int) -> str:
     return f"ok{i:07d}@example.vn"
 
 
+def plan_queries(
+    hashes: list[str], emails: list[str], ids: list[int]
+) -> list[tuple[str, str, list[Any]]]:
+    """The three statements of Store.standings, each with one statement's worth of values."""
+    return [
+        ("lookup", LOOKUP, hashes[:500]),
+        ("contacts", CONTACTS, emails[:500]),
+        ("subscriptions", SUBSCRIPTIONS, ids[:500]),
+    ]
+
+
 def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-# --------------------------------------------------------------------------- CPU accounting
 
 
 # --------------------------------------------------------------------------- databases
@@ -195,11 +199,7 @@ class SQLiteDatabase(Database):
         con = sqlite3.connect(self.path)
         try:
             found = {}
-            for name, sql, values in (
-                ("lookup", LOOKUP, hashes[:500]),
-                ("contacts", CONTACTS, emails[:500]),
-                ("subscriptions", SUBSCRIPTIONS, ids[:500]),
-            ):
+            for name, sql, values in plan_queries(hashes, emails, ids):
                 rows = con.execute(
                     "EXPLAIN QUERY PLAN " + sql.format(",".join("?" * len(values))), values
                 ).fetchall()
@@ -212,35 +212,21 @@ class SQLiteDatabase(Database):
 class PostgresDatabase(Database):
     kind = "postgresql"
 
-    def __init__(self, url: str | None) -> None:
-        self.cluster: Any = None
+    def __init__(self, spec: str) -> None:
+        """A throwaway cluster (its own database), or a database of ours on a URL's server."""
+        self.pg = PgServer(spec)
         self.name: str | None = None
-        if url is None:
-            sys.path.insert(0, str(TESTS))
-            try:
-                from pg import Cluster  # type: ignore[import-not-found]
-            finally:
-                sys.path.remove(str(TESTS))
-            self.cluster = Cluster().start()
-            self.server = self.cluster.url()
-            self.url = self.server
-        else:
-            self.server = "postgresql://" + url.split("://", 1)[1]
+        self.url = self.pg.url
+        if self.pg.cluster is None:
             self.name = f"gwsup_{os.getpid()}_{int(time.time())}"
-            self.url = urlsplit(self.server)._replace(path="/" + self.name).geturl()
+            self.url = self.pg.database_url(self.name)
 
-    async def _connect(self, url: str | None = None) -> Any:
-        import asyncpg
-
-        return await asyncpg.connect(urlsplit(url or self.url)._replace(query="").geturl())
+    async def _connect(self) -> Any:
+        return await self.pg.connect(self.url)
 
     async def start(self) -> None:
         if self.name is not None:
-            admin = await self._connect(self.server)
-            try:
-                await admin.execute(f"CREATE DATABASE {self.name}")
-            finally:
-                await admin.close()
+            await self.pg.fetch(f"CREATE DATABASE {self.name}")
         conn = await self._connect()
         try:
             self.version = await conn.fetchval("SHOW server_version")
@@ -253,9 +239,7 @@ class PostgresDatabase(Database):
 
     def describe(self) -> str:
         where = (
-            f"throwaway cluster on 127.0.0.1:{self.cluster.port} (tests/pg.py: fsync off)"
-            if self.cluster is not None
-            else f"database {self.name} on {urlsplit(self.server)._replace(path='', query='').geturl()}"
+            self.pg.where() if self.name is None else f"database {self.name} on {self.pg.where()}"
         )
         settings = ", ".join(f"{k}={v}" for k, v in self.settings.items())
         return f"PostgreSQL {self.version.split()[0]}, {where}; {settings}"
@@ -303,11 +287,7 @@ class PostgresDatabase(Database):
         conn = await self._connect()
         try:
             found = {}
-            for name, sql, values in (
-                ("lookup", LOOKUP, hashes[:500]),
-                ("contacts", CONTACTS, emails[:500]),
-                ("subscriptions", SUBSCRIPTIONS, ids[:500]),
-            ):
+            for name, sql, values in plan_queries(hashes, emails, ids):
                 query = Store._numbered(sql.format(",".join("?" * len(values))))
                 custom = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + query, *values)
                 # The plan a cached prepared statement (asyncpg caches them) may settle on
@@ -330,23 +310,12 @@ class PostgresDatabase(Database):
             await conn.close()
 
     def server_cpu(self) -> float:
-        if self.cluster is None:
-            return 0.0  # a server we did not start: its CPU counts as other processes'
-        try:
-            pid = int((self.cluster.data / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0.0
-        return _stat_cpu(pid, children=True) + sum(_stat_cpu(kid) for kid in _descendants(pid))
+        return self.pg.cpu() or 0.0  # a server we did not start: its CPU is other processes'
 
     async def close(self) -> None:
         if self.name is not None:
-            admin = await self._connect(self.server)
-            try:
-                await admin.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-            finally:
-                await admin.close()
-        if self.cluster is not None:
-            self.cluster.stop()
+            await self.pg.fetch(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        self.pg.stop()
 
 
 def _shorten(line: str) -> str:
@@ -419,7 +388,7 @@ async def measure(
     timed as the worker's recheck and checked."""
     timings = Timings()
     wrong = 0
-    busy0, own0, server0, t00 = _cpu_busy(), time.process_time(), db.server_cpu(), time.time()
+    busy0, own0, server0, t00 = cpu_busy(), time.process_time(), db.server_cpu(), time.time()
     async with store.connection():  # the worker holds one connection while it runs
         for iteration in range(warmup + iterations):
             emails = [sup_email(i) for i in rng.sample(range(half), batch // 2)]
@@ -442,7 +411,7 @@ async def measure(
                 timings.add(batch, t1 - t0, t2 - t1, t3 - t2)
     wall = time.time() - t00
     own, server = time.process_time() - own0, db.server_cpu() - server0
-    other = max(_cpu_busy() - busy0 - own - server, 0.0)
+    other = max(cpu_busy() - busy0 - own - server, 0.0)
     return {
         "batches": iterations,
         "batch": batch,
@@ -605,22 +574,9 @@ def human(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="suppression_check.py",
-        description=__doc__.split("\n\n", 1)[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = doc_parser("suppression_check.py", __doc__)
 
-    def counts(text: str) -> list[int]:
-        try:
-            values = [int(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-        if not values or min(values) < 1:
-            raise argparse.ArgumentTypeError("numbers must be at least 1")
-        return values
-
+    counts = count_list("numbers", "numbers")
     parser.add_argument(
         "--database",
         default="both",
@@ -678,9 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             db: Database
             if kind == "sqlite":
                 db = SQLiteDatabase(tmp)
-            elif kind.lower() in PG_WORDS:
-                db = PostgresDatabase(None)
-            elif kind.startswith(PG_PREFIXES):
+            elif is_postgres(kind):
                 db = PostgresDatabase(kind)
             else:
                 raise SystemExit(f"suppression_check: --database {kind!r} is not known")

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import http.client
 import io
 import json
@@ -74,7 +73,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -84,35 +82,37 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
-TOPIC = "news"
+from _common import (
+    HOST,
+    SENDER_ENV,
+    TOPIC,
+    add_profile_flags,
+    commit,
+    doc_parser,
+    fail,
+    finish,
+    scratch,
+    speaker,
+    without_gateway_env,
+    write_contacts_csv,
+)
+from _proc import stat_cpu
+from _profile import collapsed_stacks, cprofile_rows, cprofile_table, short_path
+
 ONE_CLICK = b"List-Unsubscribe=One-Click"
 FORM_TYPE = "application/x-www-form-urlencoded"
 BARE_UPDATE = "UPDATE t SET n = n + 1 WHERE id = :id"
 LUA = Path(__file__).resolve().parent / "unsubscribe.lua"
-ROOT = Path(__file__).resolve().parent.parent
 PYSPY_RATE = 250  # samples per second
-
-FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng"]
-MIDDLE = ["Văn", "Thị", "Minh", "Ngọc", "Đức", "Thanh", "Quốc", "Hồng"]
-GIVEN = ["An", "Bình", "Châu", "Dũng", "Giang", "Hà", "Khánh", "Linh", "Phương", "Quân"]
-
-
-def contact_name(i: int) -> str:
-    return f"{FAMILY[i % 10]} {MIDDLE[(i // 10) % 8]} {GIVEN[(i // 80) % 10]}"
 
 
 def gateway_env(tmp: Path, port: int) -> dict[str, str]:
+    """The gateway serves its pages on `port`; its mail goes to a maildir nobody reads."""
     return {
         "GATEWAY_DATABASE_URL": f"sqlite:///{tmp / 'gateway.db'}",
-        "GATEWAY_SECRET_KEYS": "bench-key-newest-4f8a2c6e0b9d1f3a7c5e,bench-key-older-9b3d7f1a5c0e8b2d6f4a",
+        **SENDER_ENV,
         "GATEWAY_BASE_URL": f"http://{HOST}:{port}",
         "GATEWAY_SMTP_URL": f"maildir://{tmp / 'mail'}",
-        "GATEWAY_FROM": "Shop <news@first.vn>",
-        "GATEWAY_SENDER_NAME": "Công ty TNHH First",
-        "GATEWAY_SENDER_POSTAL_ADDRESS": "12 Lê Lợi, Quận 1, TP. Hồ Chí Minh",
-        "GATEWAY_SENDER_PHONE": "+84 28 1234 5678",
-        "GATEWAY_SENDER_WEBSITE": "https://first.vn",
     }
 
 
@@ -198,17 +198,13 @@ async def setup_gateway(env: dict[str, str], tmp: Path, n: int) -> tuple[list[st
     from gateway.store import Contact
 
     path = tmp / "contacts.csv"
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["email", "name", "language"])
-        for i in range(n):
-            writer.writerow([f"kh{i:06d}@example.vn", contact_name(i), "vi" if i % 4 else "en"])
+    write_contacts_csv(path, n, lambda i: "vi" if i % 4 else "en")
     t0 = time.perf_counter()
     async with Gateway.from_env(env) as gw:
         topic = await gw.add_topic(TOPIC, "Tin tức")
         report = await gw.import_contacts(path, subscribe=[TOPIC])
         if report.bad_rows or report.created != n or report.subscribed != n:
-            raise SystemExit(f"unsubscribe: contact import went wrong: {report.as_dict()}")
+            fail(f"contact import went wrong: {report.as_dict()}")
         rows = await gw.store.rows(
             "SELECT id, uid, email, name, language, status FROM contacts ORDER BY id"
         )
@@ -217,10 +213,10 @@ async def setup_gateway(env: dict[str, str], tmp: Path, n: int) -> tuple[list[st
         for row in rows:
             url = gw.renderer.links(Contact(*row), topic)["unsubscribe_url"]
             if not url.startswith(base + "/unsubscribe/"):
-                raise SystemExit(f"unsubscribe: unexpected unsubscribe URL {url}")
+                fail(f"unexpected unsubscribe URL {url}")
             paths.append(url[len(base) :])
     if len(paths) != n:
-        raise SystemExit(f"unsubscribe: {len(paths)} contacts in the database, not {n}")
+        fail(f"{len(paths)} contacts in the database, not {n}")
     return paths, time.perf_counter() - t0
 
 
@@ -267,15 +263,11 @@ class Server:
     def _fail(self, what: str) -> None:
         self._log.flush()
         tail = self.log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"unsubscribe: the {self.name} server {what}; its output:\n{tail}")
+        fail(f"the {self.name} server {what}; its output:\n{tail}")
 
     def cpu_seconds(self) -> float:
-        """User + system time of the process, all threads (Linux /proc)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system time of the process, all threads."""
+        return stat_cpu(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -356,7 +348,7 @@ def run_wrk(
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((x for x in stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if line is None:
-        raise SystemExit(f"unsubscribe: wrk failed (status {proc.returncode}):\n{stdout}\n{stderr}")
+        fail(f"wrk failed (status {proc.returncode}):\n{stdout}\n{stderr}")
     w = json.loads(line.removeprefix("BENCH_JSON "))
     seconds = w["duration_us"] / 1e6
     lat = w["latency_us"]
@@ -379,6 +371,25 @@ def run_wrk(
         "wrk_cpu_pct": wrk_cpu_pct,
         "bytes_per_answer": round(w["bytes"] / w["responses"]) if w["responses"] else 0,
     }
+
+
+def under_load(
+    server: Server,
+    paths: list[str],
+    tmp: Path,
+    args: argparse.Namespace,
+    sampler: Any,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """--warmup untimed POSTs, then wrk on the remaining paths; the server stops either way."""
+    try:
+        warm = warm_up(server.port, paths[: args.warmup])
+        say(f"{server.name}: wrk, {args.connections} connections, {args.seconds:g} s ...")
+        result = run_wrk(server, paths[args.warmup :], tmp, args, sampler)
+    finally:
+        server.stop()
+    result["warmup_ok"] = warm
+    return result
 
 
 def load_failures(name: str, r: dict[str, Any]) -> list[str]:
@@ -436,20 +447,10 @@ class PySpy:
             self.proc.kill()
             err = b""
         if self.proc.returncode != 0 and not self.out.exists():
-            raise SystemExit(f"unsubscribe: py-spy failed: {err.decode(errors='replace')[-2000:]}")
+            fail(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
 
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-
-
-def _short(file: str) -> str:
-    for marker in ("site-packages/", "/lib/python3.", str(ROOT) + "/"):
-        if marker in file:
-            file = file.split(marker, 1)[1]
-            if marker == "/lib/python3.":
-                file = file.split("/", 1)[1]
-            break
-    return file
 
 
 def pyspy_report(path: Path, answers: int, top: int) -> str:
@@ -458,18 +459,13 @@ def pyspy_report(path: Path, answers: int, top: int) -> str:
     inclusive: Counter[tuple[str, str]] = Counter()
     self_: Counter[tuple[str, str]] = Counter()
     by_thread: Counter[str] = Counter()
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        thread, *frames = stack.split(";")
+    for (thread, *frames), count in collapsed_stacks(path):
         thread = re.sub(r"^thread \(\d+\): ", "", thread)
         by_thread[thread] += count
         names = []
         for frame in frames:
             m = _FRAME.match(frame)
-            names.append(f"{m['func']} ({_short(m['file'])})" if m else frame)
+            names.append(f"{m['func']} ({short_path(m['file'])})" if m else frame)
         for name in set(names):
             inclusive[thread, name] += count
         if names:
@@ -496,53 +492,15 @@ def pyspy_report(path: Path, answers: int, top: int) -> str:
 def cprofile_report(path: Path, answers: int, top: int) -> str:
     import pstats
 
-    stats = pstats.Stats(str(path))
-    rows = []
-    for (file, line, func), (_cc, calls, tottime, cumtime, _c) in stats.stats.items():  # type: ignore[attr-defined]
-        where = func if file == "~" else f"{_short(file)}:{line}({func})"
-        rows.append((cumtime, tottime, calls, where))
-    n = max(answers, 1)
-    out = io.StringIO()
-    out.write(f"=== cProfile: gateway server, event-loop thread ({answers} answers) ===\n")
-    out.write(f"{'cum us/ans':>10} {'self us/ans':>11} {'calls/ans':>9}  function\n")
-    shown = 0
-    for cumtime, tottime, calls, where in sorted(rows, reverse=True):
-        if where.startswith(("<", "asyncio/", "uvicorn/", "runpy", "cProfile")) and shown:
-            continue
-        out.write(
-            f"{1e6 * cumtime / n:10.1f} {1e6 * tottime / n:11.1f} {calls / n:9.2f}  {where}\n"
-        )
-        shown += 1
-        if shown >= top:
-            break
-    out.write(f"--- top {top // 2} by self time ---\n")
-    for cumtime, tottime, calls, where in sorted(rows, key=lambda r: r[1], reverse=True)[
-        : top // 2
-    ]:
-        out.write(
-            f"{1e6 * cumtime / n:10.1f} {1e6 * tottime / n:11.1f} {calls / n:9.2f}  {where}\n"
-        )
-    return out.getvalue()
+    rows = cprofile_rows(pstats.Stats(str(path)))
+    skip = ("<", "asyncio/", "uvicorn/", "runpy", "cProfile")
+    return (
+        f"=== cProfile: gateway server, event-loop thread ({answers} answers) ===\n"
+        + cprofile_table(rows, max(answers, 1), "ans", skip, top)
+    )
 
 
 # --------------------------------------------------------------------------- main
-
-
-def _commit() -> str | None:
-    """The gateway's git commit (with +dirty when gateway/ has local changes), if known."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "gateway"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
 
 
 def _http_impl() -> str:
@@ -560,12 +518,7 @@ def _wrk_version() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="unsubscribe.py",
-        description=__doc__.split("\n\n", 1)[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = doc_parser("unsubscribe.py", __doc__)
     parser.add_argument(
         "--contacts",
         type=int,
@@ -614,14 +567,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "store keeps; per-request: `databases`' default, a new connection and thread per "
         "request",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
-    parser.add_argument(
-        "--profile",
-        choices=("py-spy", "cprofile"),
-        help="profile the gateway server during its run (its figures are then not representative)",
-    )
-    parser.add_argument(
-        "--profile-top", type=int, default=30, help="functions shown per profile (default 30)"
+    add_profile_flags(
+        parser,
+        ("py-spy", "cprofile"),
+        "profile the gateway server during its run (its figures are then not representative)",
     )
     parser.add_argument(
         "--keep",
@@ -652,13 +601,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, tmp: Path, say: Callable[[str], None]) -> dict[str, Any]:
     failures: list[str] = []
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    base_env = without_gateway_env()
     sampler = None
     profile_file = tmp / ("gateway.pyspy.txt" if args.profile == "py-spy" else "gateway.prof")
     if args.profile == "py-spy":
         exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(exe).exists():
-            raise SystemExit("unsubscribe: --profile py-spy needs `.venv/bin/pip install py-spy`")
+            fail("--profile py-spy needs `.venv/bin/pip install py-spy`")
         sampler = PySpy(profile_file, args.seconds, exe)
 
     # -- bare
@@ -675,16 +624,10 @@ def run(args: argparse.Namespace, tmp: Path, say: Callable[[str], None]) -> dict
         tmp,
         port,
     )
-    try:
-        bare_warm = warm_up(port, bare_paths[: args.warmup])
-        say(f"bare: wrk, {args.connections} connections, {args.seconds:g} s ...")
-        bare = run_wrk(bare_server, bare_paths[args.warmup :], tmp, args, None)
-    finally:
-        bare_server.stop()
-    bare["warmup_ok"] = bare_warm
+    bare = under_load(bare_server, bare_paths, tmp, args, None, say)
     bare["db"] = count_bare(bare_db)
     failures += load_failures("bare", bare)
-    want = bare["ok"] + bare_warm
+    want = bare["ok"] + bare["warmup_ok"]
     if bare["db"]["increments"] != want or bare["db"]["rows_updated"] != want:
         failures.append(f"bare: {bare['db']} in the table, not {want} rows updated once each")
 
@@ -698,13 +641,8 @@ def run(args: argparse.Namespace, tmp: Path, say: Callable[[str], None]) -> dict
         cmd[1:1] = ["-m", "cProfile", "-o", str(profile_file)]
     say("gateway: starting `gateway serve --no-worker` ...")
     gw_server = Server("gateway", cmd, {**base_env, **env}, tmp, port)
-    try:
-        gw_warm = warm_up(port, paths[: args.warmup])
-        say(f"gateway: wrk, {args.connections} connections, {args.seconds:g} s ...")
-        gateway = run_wrk(gw_server, paths[args.warmup :], tmp, args, sampler)
-    finally:
-        gw_server.stop()
-    gateway["warmup_ok"] = gw_warm
+    gateway = under_load(gw_server, paths, tmp, args, sampler, say)
+    gw_warm = gateway["warmup_ok"]
     gateway["db"] = count_gateway(tmp / "gateway.db")
     failures += load_failures("gateway", gateway)
     want = gateway["ok"] + gw_warm
@@ -729,7 +667,7 @@ def run(args: argparse.Namespace, tmp: Path, say: Callable[[str], None]) -> dict
         "wrk_threads": min(args.threads, args.connections),
         "cores": os.cpu_count(),
         "python": sys.version.split()[0],
-        "commit": _commit(),
+        "commit": commit(),
         "versions": {
             p: version(p) for p in ("uvicorn", "starlette", "databases", "aiosqlite", "httptools")
         }
@@ -808,30 +746,10 @@ def main(argv: list[str] | None = None) -> int:
         port, db, mode, loop = args.serve_bare
         serve_bare(int(port), db, mode, loop)
         return 0
-    report_out = sys.stderr if args.json else sys.stdout
-
-    def say(text: str) -> None:
-        if not args.json:
-            print(text, file=sys.stderr, flush=True)
-
-    tmp = Path(tempfile.mkdtemp(prefix="gw-unsub-"))
-    try:
+    say = speaker(args.json)
+    with scratch("gw-unsub-", args.keep, say) as tmp:
         result = run(args, tmp, say)
-    finally:
-        if args.keep:
-            say(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    for report in result.pop("reports"):
-        print(report, file=report_out)
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-    else:
-        print(human(result))
-    if not result["ok"]:
-        print("unsubscribe: FAILED: " + "; ".join(result["failures"]), file=sys.stderr)
-        return 1
-    return 0
+    return finish(result, result.pop("reports"), args.json, human)
 
 
 if __name__ == "__main__":
