@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from string import hexdigits
-from urllib.parse import unquote_to_bytes
 
-import idna
 import tinycss2
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from .nesting import MAX_DEPTH, too_deep
+from .urls import SCRIPT_SCHEMES, Finding, check, is_first_party, normalize_host, split_scheme
+
 __all__ = ["Finding", "is_first_party", "normalize_host", "scan"]
 
-_SETTING = "GATEWAY_FIRST_PARTY_DOMAINS"
-# WHATWG "special" schemes: "\" is a path separator and the authority slashes are optional.
-_SPECIAL = frozenset({"http", "https", "ftp", "ws", "wss", "file"})
-# Hostless schemes that never load anything from a third party.
-_HOSTLESS_OK = frozenset({"mailto", "tel", "sms", "cid"})
-_SCRIPT = frozenset({"javascript", "vbscript"})
 # Attributes holding one URL, on any element (VML v:fill/v:image/v:roundrect use src and href).
 _URL_ATTRS = frozenset(
     "href src action formaction background poster cite longdesc xlink:href lowsrc dynsrc"
@@ -43,11 +35,6 @@ _LINK_TAGS = frozenset({"a", "area"})
 # pass), any other load; or a place too deeply nested to check.
 _IMAGE, _LINK, _RESOURCE, _TOO_DEEP = "image", "link", "resource", "too deep"
 _MAX_NESTING = 8  # srcdoc documents and conditional comments inside each other
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
-_TAB_NL = str.maketrans("", "", "\t\n\r")  # browsers drop these anywhere in a URL
-_C0_SPACE = "".join(map(chr, range(0x21)))  # ...and strip these at both ends
-# WHATWG forbidden domain code points (after percent-decoding and IDNA).
-_FORBIDDEN = frozenset("\x00\t\n\r #%/:<>?@[\\]^|\x7f") | frozenset(map(chr, range(0x20)))
 # Bare URLs a mail client would autolink in text: scheme:// forms and www. hosts.
 # Bare text is only a link where a mail client makes it one: web and ftp URLs and "www.".
 # Other schemes in prose (a "sqlite:///" path in a how-to) are not content.
@@ -55,193 +42,6 @@ _TEXT_URL = re.compile(r"(?i)(?<![\w@.+\-])(?:(?:https?|ftp):[/\\]{2}|www\.)[^\s
 _TRAILING_PUNCT = ".,;:!?)]}'\"*"
 _NO_AUTOLINK = frozenset({"a", "script", "style", "title", "textarea"})
 _CSS_URL_FUNCS = frozenset({"url", "src", "image-set", "-webkit-image-set"})
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    url: str  # the URL as it appears after entity decoding
-    host: str | None  # normalized host, or None for hostless schemes and invalid hosts
-    where: str  # where it was found, e.g. "html <img src>"
-    reason: str  # one human sentence naming the problem and the fix
-
-
-class _InvalidHost(ValueError):
-    pass
-
-
-def _host_text(text: str) -> str:
-    """Normalize an authority's host part the way a browser does (WHATWG host parser)."""
-    if text.startswith("["):
-        if not text.endswith("]"):
-            raise _InvalidHost(f"unterminated IPv6 literal {text!r}")
-        try:
-            return f"[{ipaddress.IPv6Address(text[1:-1]).compressed}]"
-        except ValueError as e:
-            raise _InvalidHost(str(e)) from None
-    try:  # %65vil.com is evil.com; bytes that are not UTF-8 make no valid host
-        text = unquote_to_bytes(text).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _InvalidHost(f"{text!r} percent-decodes to invalid UTF-8") from None
-    if text.isascii():
-        host = text.lower()  # ASCII needs no UTS-46 mapping; keeps "_" legal as browsers do
-    else:
-        try:  # UTS-46 maps full-width letters and dots; look-alikes become xn--
-            host = idna.encode(text, uts46=True, transitional=False).decode("ascii")
-        except (idna.IDNAError, UnicodeError) as e:
-            raise _InvalidHost(f"{text!r} is not a valid international name ({e})") from None
-    if host.endswith("."):
-        host = host[:-1]
-    if not host or "" in host.split(".") or _FORBIDDEN.intersection(host):
-        raise _InvalidHost(f"{text!r} is not a valid host name")
-    last = host.rsplit(".", 1)[-1]
-    if last.isdigit() or (last[:2] == "0x" and all(c in hexdigits for c in last[2:])):
-        # WHATWG: a host that ends in a number is IPv4, whatever its spelling
-        return _ipv4(host)
-    return host
-
-
-def _ipv4(host: str) -> str:
-    """WHATWG IPv4 parser: 2130706433, 0x7f.1 and 0177.0.0.1 are all 127.0.0.1."""
-    numbers = []
-    for part in host.split("."):
-        base, digits = 10, part
-        if part[:2] == "0x":
-            base, digits = 16, part[2:] or "0"
-        elif len(part) > 1 and part.startswith("0"):
-            base, digits = 8, part[1:]
-        try:
-            numbers.append(int(digits, base))
-        except ValueError:
-            raise _InvalidHost(f"{host!r} is neither a domain nor an IPv4 address") from None
-    if (
-        len(numbers) > 4
-        or max(numbers[:-1], default=0) > 255
-        or numbers[-1] >= 256 ** (5 - len(numbers))
-    ):
-        raise _InvalidHost(f"{host!r} is not a valid IPv4 address")
-    value = numbers[-1] + sum(n << (8 * (3 - i)) for i, n in enumerate(numbers[:-1]))
-    return str(ipaddress.IPv4Address(value))
-
-
-def _authority_host(authority: str) -> str:
-    hostport = authority.rpartition("@")[2]  # the last "@" ends the userinfo
-    cut = hostport.find("]") + 1 if hostport.startswith("[") else 0  # IPv6 has colons
-    rest, _, port = hostport[cut:].partition(":")
-    host = hostport[:cut] + rest
-    if not host or not (port.isascii() and port.isdigit() or not port):
-        raise _InvalidHost(f"{authority!r} has no host or an invalid port")
-    return _host_text(host)
-
-
-def _until(text: str, stops: str) -> str:
-    return text[: next((i for i, c in enumerate(text) if c in stops), len(text))]
-
-
-def _split_scheme(raw_url: str) -> tuple[str | None, str]:
-    """(lowercased scheme or None if relative, the rest) of a URL cleaned as browsers do."""
-    url = raw_url.strip(_C0_SPACE).translate(_TAB_NL)
-    name, sep, rest = url.partition(":")
-    if sep and _SCHEME.fullmatch(name):
-        return name.lower(), rest
-    return None, url
-
-
-def _hosts(scheme: str | None, rest: str) -> tuple[str, ...]:
-    """Every host a client could resolve the URL to; () if it has none."""
-    # Relative URLs resolve against an http(s) page, so they parse like a special scheme.
-    special = scheme is None or scheme in _SPECIAL
-    seps = "/\\" if special else "/"
-    if scheme in (None, "file") or not special:
-        if len(rest) < 2 or rest[0] not in seps or rest[1] not in seps:
-            return ()  # "/path", "a.png", "mailto:x", "file:/x"
-    if special and scheme != "file":
-        # WHATWG skips any run of "/" and "\" here: "https:evil.com", "///evil.com" too.
-        authority = _until(rest.lstrip(seps), seps + "?#")
-    else:
-        authority = _until(rest[2:], seps + "?#")
-        if not authority:
-            return ()  # file:///etc/passwd is local; foo:///x has no host either
-    hosts = [_authority_host(authority)]
-    # Parsers that predate WHATWG (RFC 3986) treat "\" as data, so for
-    # "https://first.vn\@evil.com" they go to evil.com: check that reading too.
-    if "\\" in rest and rest.startswith("//"):
-        try:
-            hosts.append(_authority_host(_until(rest[2:], "/?#")))
-        except _InvalidHost:
-            pass  # that reading loads nothing at all
-    return tuple(dict.fromkeys(hosts))
-
-
-def normalize_host(raw_url: str) -> str | None:
-    """Host of a URL as a browser resolves it (lowercase, punycode, no trailing dot).
-
-    None when the URL has no host (relative, mailto:, data:, ...); ValueError when the
-    host is invalid (a browser would not load it, but the scan blocks it all the same).
-    """
-    hosts = _hosts(*_split_scheme(raw_url))
-    return hosts[0] if hosts else None
-
-
-def _is_ip(host: str) -> bool:
-    return host.startswith("[") or host.replace(".", "").isdigit()
-
-
-@lru_cache(maxsize=32)
-def _domains(domains: tuple[str, ...]) -> frozenset[str]:
-    out = set()
-    for domain in domains:
-        try:
-            out.add(_host_text(domain.strip()))
-        except _InvalidHost:
-            continue  # a bad setting entry matches nothing
-    return frozenset(out)
-
-
-def is_first_party(host: str, domains: Sequence[str]) -> bool:
-    """True if host is a listed domain or a subdomain of one (whole labels only)."""
-    host = host.lower().removesuffix(".")
-    listed = _domains(tuple(domains))
-    if _is_ip(host):  # an address has no subdomains and no owner we can check
-        return host in listed
-    return any(host == d or host.endswith("." + d) for d in listed)
-
-
-def _check(url: str, where: str, domains: Sequence[str], data_image_ok: bool) -> Finding | None:
-    # A campaign's messages repeat the same URLs: decide each (url, place) once.
-    return _check_cached(url, where, tuple(domains), data_image_ok)
-
-
-@lru_cache(maxsize=8192)
-def _check_cached(
-    url: str, where: str, domains: tuple[str, ...], data_image_ok: bool
-) -> Finding | None:
-    scheme, rest = _split_scheme(url)
-    if scheme in _SCRIPT:
-        return Finding(url, None, where, f"{scheme}: URLs are never allowed in mail: remove it")
-    if scheme == "data":
-        if data_image_ok and rest.lstrip().lower().startswith("image/"):
-            return None
-        why = "data: URLs are allowed only as inline images (<img src>): link a first-party URL"
-        return Finding(url, None, where, why)
-    try:
-        hosts = _hosts(scheme, rest)
-    except _InvalidHost as e:
-        return Finding(url, None, where, f"the URL has an invalid host: {e}; fix the URL")
-    for host in hosts:
-        if is_first_party(host, domains):
-            continue
-        if _is_ip(host):
-            why = f"{host} is an IP address, never first party: use a name under {_SETTING}"
-        else:
-            why = (
-                f"{host} is not a first-party domain: host the file yourself"
-                f" or add the domain to {_SETTING}"
-            )
-        return Finding(url, host, where, why)
-    if hosts or scheme is None or scheme in _HOSTLESS_OK:
-        return None
-    why = f"{scheme}: URLs are not allowed in mail: use an https URL on a domain in {_SETTING}"
-    return Finding(url, None, where, why)
 
 
 def _srcset(value: str) -> list[str]:
@@ -315,141 +115,10 @@ def _param_is_url(name: str, value: str) -> bool:
     """Whether a plugin's <param value> is a URL: by its name, or because it has a host."""
     if name.strip().lower() in _PARAM_URL_NAMES:
         return True
-    scheme, rest = _split_scheme(value)
-    if scheme in _SCRIPT or scheme == "data":
+    scheme, rest = split_scheme(value)
+    if scheme in SCRIPT_SCHEMES or scheme == "data":
         return True
     return rest[:1] in ("/", "\\") and rest[1:2] in ("/", "\\")
-
-
-# -- a linear bound on nesting, checked before the HTML5 parser runs -------------------------
-# An HTML5 tree builder looks down the stack of open elements at most start and end tags, so
-# 200,000 nested <div>s cost it minutes. A message nested more than _MAX_DEPTH deep (Chromium
-# stops nesting at 512) is refused unread. The estimate below models the stack with the
-# tokenizer's rules and pops less than a browser would, so it errs towards "too deep".
-_MAX_DEPTH = 512
-_WALK = 16  # how far down the modelled stack an end tag looks for its element
-_TAG = re.compile(
-    r"<!--(?:-?>|.*?(?:--!?>|\Z))"  # a comment; "<!-->" and "<!--->" end at once
-    r"|<!\[CDATA\[(.*?)(?:\]\]>|\Z)"  # CDATA in SVG/MathML, a bogus comment elsewhere
-    r"|<(/?)([A-Za-z][^\t\n\f\r />]*)"  # a tag and its attributes, as the tokenizer reads them
-    r"((?>[\t\n\f\r /]+|[^\t\n\f\r />][^\t\n\f\r />=]*+"
-    r"(?>[\t\n\f\r ]*=[\t\n\f\r ]*(?>\"[^\"]*\"?|'[^']*'?|[^\t\n\f\r >]*))?)*+)(>?)"
-    r"|<[!?/][^>]*>?",  # a bogus comment (<!x>, <?x>, </1>)
-    re.S,
-)
-_SCRIPT_STATE = re.compile(r"<!--(?:-*>)?|-->|<(/?)script(?=[\t\n\f\r />])", re.I)
-_VOID = frozenset(
-    "area base basefont bgsound br col embed frame hr image img input keygen link meta param"
-    " source track wbr".split()
-)
-_RAW = frozenset("style textarea title xmp iframe noembed noframes".split())
-_SPECIAL_TAGS = frozenset(
-    "address applet area article aside base basefont bgsound blockquote body br button caption"
-    " center col colgroup dd details dialog dir div dl dt embed fieldset figcaption figure footer"
-    " form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup hr html iframe img input keygen li"
-    " link listing main marquee menu meta nav noembed noframes noscript object ol p param"
-    " plaintext pre script search section select source style summary table tbody td template"
-    " textarea tfoot th thead title tr track ul wbr xmp mi mo mn ms mtext annotation-xml"
-    " foreignobject desc".split()
-)
-_TABLE_PARTS = frozenset("caption colgroup tbody thead tfoot tr td th".split())
-# A start tag that closes an open element of these names (table parts close across each other).
-_CLOSES = {name: frozenset({name}) for name in "p option h1 h2 h3 h4 h5 h6".split()}
-_CLOSES |= {"li": frozenset({"li"}), "dd": frozenset({"dd", "dt"}), "dt": frozenset({"dd", "dt"})}
-_CLOSES |= {"td": frozenset({"td", "th"}), "th": frozenset({"td", "th"}), "tr": frozenset({"tr"})}
-_CLOSES |= {t: frozenset({"tbody", "thead", "tfoot"}) for t in ("tbody", "thead", "tfoot")}
-_BREAKOUT = frozenset(
-    "b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img"
-    " li listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul"
-    " var".split()
-)
-_INTEGRATION = frozenset("foreignobject desc title mi mo mn ms mtext annotation-xml".split())
-_FONT_BREAKOUT = re.compile(r"(?:^|[\t\n\f\r /])(?:color|face|size)(?=[\t\n\f\r /=]|$)", re.I)
-
-
-def _pop_to(stack: list[tuple[str, bool]], names: frozenset[str], through: frozenset[str]) -> None:
-    """Pop up to the nearest element named in names if only `through` or non-special ones
-    are above it, within _WALK; else leave the stack as it is (a browser would pop more)."""
-    for i in range(len(stack) - 1, max(len(stack) - 1 - _WALK, -1), -1):
-        name, foreign = stack[i]
-        if name in names:
-            del stack[i:]
-            return
-        if not foreign and name in _SPECIAL_TAGS and name not in through:
-            return
-
-
-def _too_deep(html: str) -> bool:
-    """Whether the HTML may nest elements more than _MAX_DEPTH deep (linear time)."""
-    if html.count("<") <= _MAX_DEPTH:
-        return False
-    stack: list[tuple[str, bool]] = []  # (name, SVG/MathML)
-    pos, n = 0, len(html)
-    while pos < n:
-        m = _TAG.search(html, pos)
-        if m is None:
-            return False
-        pos = m.end()
-        if m.group(1) is not None:  # CDATA: whatever it hides may be start tags
-            if _too_deep_starts(m.group(1), len(stack)):
-                return True
-            continue
-        closing, name, attrs, complete = m.group(2, 3, 4, 5)
-        if name is None or not complete:
-            continue  # a comment, a bogus comment, or a tag cut off by the end of the input
-        name = name.lower()
-        if closing and stack and stack[-1][0] == name:  # the common case: well nested
-            stack.pop()
-            continue
-        foreign = bool(stack) and stack[-1][1] and stack[-1][0] not in _INTEGRATION
-        if closing:
-            through = _TABLE_PARTS if name in _TABLE_PARTS or name == "table" else frozenset()
-            _pop_to(stack, frozenset({name}), through)
-            continue
-        if foreign and (name in _BREAKOUT or name == "font" and _FONT_BREAKOUT.search(attrs)):
-            while stack and stack[-1][1]:
-                stack.pop()
-            foreign = False
-        if foreign or name in ("svg", "math"):
-            if not attrs.rstrip().endswith("/"):
-                stack.append((name, True))
-        elif name == "plaintext":
-            return False  # the rest of the input is text
-        elif name not in _VOID:
-            if name in _CLOSES:
-                _pop_to(stack, _CLOSES[name], _TABLE_PARTS if name in _TABLE_PARTS else frozenset())
-            stack.append((name, False))
-            if name == "script":
-                pos = _script_end(html, pos)
-            elif name in _RAW:
-                end = re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I).search(html, pos)
-                pos = end.start() if end else n
-        if len(stack) > _MAX_DEPTH:
-            return True
-    return False
-
-
-def _too_deep_starts(text: str, depth: int) -> bool:
-    starts = sum(1 for m in _TAG.finditer(text) if m.group(3) and not m.group(2))
-    return depth + starts > _MAX_DEPTH
-
-
-def _script_end(html: str, pos: int) -> int:
-    """Where a <script>'s text ends (the tokenizer's escaped and double-escaped states)."""
-    escaped = double = False
-    for m in _SCRIPT_STATE.finditer(html, pos):
-        token = m.group()
-        if token.startswith("<!--"):
-            escaped = escaped or not token.endswith(">")
-        elif token == "-->":
-            escaped = double = False
-        elif m.group(1):  # </script
-            if not double:
-                return m.start()
-            double = False
-        elif escaped:  # <script inside <!--
-            double = True
-    return len(html)
 
 
 class _Walker:
@@ -542,7 +211,7 @@ class _Walker:
 
     def _nested(self, html: str, context: str, depth: int) -> None:
         """A document inside the document: a srcdoc frame, an Outlook conditional comment."""
-        if depth >= _MAX_NESTING or _too_deep(html):
+        if depth >= _MAX_NESTING or too_deep(html):
             self._emit(html[:80], context, _TOO_DEEP)
         elif html:
             for place in _nested_places(html, context, depth + 1):
@@ -582,14 +251,14 @@ def scan(
         if kind == _TOO_DEEP:
             why = (
                 f"frames or Outlook conditional comments nest more than {_MAX_NESTING} deep,"
-                f" or elements more than {_MAX_DEPTH}, too deep to check: flatten the markup"
+                f" or elements more than {MAX_DEPTH}, too deep to check: flatten the markup"
             )
             findings[(url, where)] = Finding(url, None, where, why)
             return
         # Mail clients link a bare "www.host" in text as http://www.host.
         www = url[:4].lower() == "www." and where.endswith((" text", "text part"))
         domains = link_ok if kind == _LINK else first_party
-        finding = _check("http://" + url if www else url, where, domains, kind == _IMAGE)
+        finding = check("http://" + url if www else url, where, domains, kind == _IMAGE)
         if finding is None:
             return
         reason = finding.reason
@@ -600,9 +269,9 @@ def scan(
             )
         findings[(url, where)] = Finding(url, finding.host, where, reason)
 
-    if html and _too_deep(html):
+    if html and too_deep(html):
         why = (
-            f"the HTML nests elements more than {_MAX_DEPTH} deep, which no mail client shows"
+            f"the HTML nests elements more than {MAX_DEPTH} deep, which no mail client shows"
             " as written: flatten the markup"
         )
         findings[("", "html")] = Finding(html[:80], None, "html", why)
