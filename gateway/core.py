@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import addresses
+from . import addresses, apikeys
 from .accept import Accepter, SendRequest, SendResult
 from .campaigns import Campaigns
 from .config import Settings
@@ -24,9 +24,10 @@ from .feedback import Feedback, Ingested
 from .policies import Policies, PublishReport
 from .policy import decide
 from .preferences import PreferenceCenter
+from .records import Contact, Topic
 from .render import Renderer
 from .signup import Signups
-from .store import Contact, Store, Topic
+from .store import Store
 from .tokens import Signer
 from .transport import Transport, transport_from_url
 from .worker import Worker, WorkerStats
@@ -247,7 +248,7 @@ class Gateway:
         if not self.settings.inbound_smtp:
             yield None
             return
-        from .inbound import InboundServer, parse_hostport
+        from .smtp import InboundServer, parse_hostport
 
         host, port = parse_hostport(self.settings.inbound_smtp)
 
@@ -359,7 +360,7 @@ class Gateway:
     ) -> tuple[Contact, bool, int]:
         now = time.time()
         standing = (await self.store.standings({email: self.signer.address_hashes(email)}))[email]
-        if any(s.reason == "erased" for s in standing.suppressions):
+        if standing.erased:
             # PD-3: an admin import never brings back a person who asked to be erased.
             raise InvalidInput(
                 "this address was erased at the person's request; only their own opt-in can add it again"
@@ -492,7 +493,7 @@ class Gateway:
             standings = await self.store.standings(hashes)
             items = []
             for email, (line, item) in latest.items():
-                if any(s.reason == "erased" for s in standings[email].suppressions):
+                if standings[email].erased:
                     # PD-3: an admin import never brings back a person who asked to be erased.
                     report.bad_rows.append(
                         (
@@ -584,9 +585,12 @@ class Gateway:
             standing = (await self.store.standings({email: self.signer.address_hashes(email)}))[
                 email
             ]
-            if any(s.reason == "erased" for s in standing.suppressions):
+            if standing.erased:
                 raise NotFound("no contact with that address")
-            await self.export_contact(email)  # NotFound when nothing is held at all
+            # Mail recorded by the address's keyed hash alone (a sign-up confirmation nobody
+            # confirmed yet) counts: the erasure withdraws the link it carried.
+            if not await self.store.withheld_messages(self.signer.address_hashes(email)):
+                await self.export_contact(email)  # NotFound when nothing is held at all
         await self.preferences.erase_address(email, contact)
 
     async def purge(self) -> int:
@@ -600,6 +604,38 @@ class Gateway:
                     await self.preferences.erase(contact)
                 erased += len(batch)
         return erased
+
+    # -- for the command line and the admin API --------------------------------------------
+
+    @property
+    def database_display_url(self) -> str:
+        """The database URL with any password hidden, for output."""
+        return self.store.display_url
+
+    async def audit_read(self, actor: str, action: str, email: str | None) -> None:
+        """Promise 9: who read whose data and when. The subject is a keyed hash of the
+        (normalized) address, or "list" for a read of many people; never the data itself."""
+        subject = self.signer.address_hash(email) if email is not None else "list"
+        await self.store.record_audit(actor, action, subject, time.time())
+
+    async def is_erased(self, email: str) -> bool:
+        """True when only the erasure tombstone (a keyed hash) is left of the address."""
+        email = addresses.normalize(email)
+        hashes = {email: self.signer.address_hashes(email)}
+        return (await self.store.standings(hashes))[email].erased
+
+    async def list_campaigns(self) -> list[dict[str, Any]]:
+        return await self.store.list_campaigns()
+
+    async def create_api_key(self, name: str) -> str:
+        """A new admin API key, to be shown once: only its hash is stored."""
+        return await apikeys.create(self.store, name)
+
+    async def api_keys(self) -> list[dict[str, Any]]:
+        return await apikeys.listing(self.store)
+
+    async def revoke_api_key(self, name: str) -> int:
+        return await apikeys.revoke(self.store, name)
 
 
 def _csv_records(text: str, path: str) -> list[tuple[int, list[str]]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -76,19 +76,27 @@ class Feedback:
 
     # -- acting on events ---------------------------------------------------------------------
 
-    async def apply(self, events: Sequence[Event], now: float | None = None) -> list[str]:
-        """Record and act; call inside a transaction. Returns one line per action taken."""
+    async def apply(
+        self, events: Sequence[Event], now: float | None = None, withheld: Collection[str] = ()
+    ) -> list[str]:
+        """Record and act; call inside a transaction. Returns one line per action taken.
+        Events about an address in `withheld` (an erased person's, or one a stranger typed
+        into the sign-up form and nobody confirmed) are recorded without it: the bounce
+        keeps its kind and status, a hard bounce or a complaint suppresses the keyed hash
+        alone, and the lines returned name the hash, not the address (PD-3). Such an
+        address cannot be counted towards BN-3 (its soft bounces name nobody) nor matched
+        by BN-5."""
         if not events:
             return []
         now = time.time() if now is None else now
         await self.store.record_bounces(
             [
                 {
-                    "email": e.email,
+                    "email": None if e.email in withheld else e.email,
                     "message_id": e.message_id,
                     "kind": e.kind,
                     "status": e.status,
-                    "detail": e.detail[:500],
+                    "detail": None if e.email in withheld else e.detail[:500],
                     "source": e.source,
                     "created_at": now,
                 }
@@ -98,7 +106,12 @@ class Feedback:
         actions: list[str] = []
         for e in events:
             if e.outbox_id is not None and e.source != "smtp" and e.kind == "hard":
-                await self.store.mark_bounced(e.outbox_id, _line(e), now)
+                # (a withheld address's report keeps its status alone: it may quote it)
+                line = (e.status or e.kind) if e.email in withheld else _line(e)
+                await self.store.mark_bounced(e.outbox_id, line, now)
+            if e.email in withheld:
+                actions += await self._apply_withheld(e, now)
+                continue
             if e.kind == "hard":
                 if await self._suppress(e.email, "all", "hard_bounce", e.source, now):
                     actions.append(f"suppressed {e.email}: hard bounce {e.status or ''}".rstrip())
@@ -128,6 +141,33 @@ class Feedback:
                     f"alert for {e.email}: sender-side refusal {e.status or ''}".rstrip()
                 )
         return actions
+
+    async def _apply_withheld(self, e: Event, now: float) -> list[str]:
+        """`apply` for an address that must not be written: BN-1 and BN-4 by its keyed hash
+        only (as an erasure tombstone is kept), BN-2 alerts as usual."""
+        who = f"address {self.signer.address_hash(e.email)[:16]} (kept as a keyed hash only)"
+        if e.kind in ("hard", "complaint"):
+            hard = e.kind == "hard"
+            added = await self.store.add_suppression(
+                email=None,
+                email_hash=self.signer.address_hash(e.email),
+                scope="all" if hard else "marketing",
+                reason="hard_bounce" if hard else "complaint",
+                source=e.source,
+                now=now,
+            )
+            what = f"hard bounce {e.status or ''}".rstrip() if hard else "complaint"
+            return [f"suppressed {who}: {what}"] if added else []
+        if e.kind == "policy":
+            log.warning(
+                "ALERT: %s refused mail (%s, recipient %s) for a sender-side reason: %s",
+                e.source,
+                e.message_id,
+                self.signer.address_hash(e.email)[:16],
+                e.status or "no status",
+            )
+            return [f"alert for {who}: sender-side refusal {e.status or ''}".rstrip()]
+        return []
 
     async def _suppress(self, email: str, scope: str, reason: str, source: str, now: float) -> bool:
         return await self.preferences.suppress_address(
@@ -176,8 +216,10 @@ class Feedback:
             if message is None:
                 reason = "no signed return path or known Message-ID: " + reason
             return Ingested(report.kind, reason=reason)
+        # A message recorded by the keyed hash of its address alone stays that way.
+        withheld = {e.email for e in events} if message and message["email"] is None else set()
         async with self.store.transaction():
-            actions = await self.apply(events)
+            actions = await self.apply(events, withheld=withheld)
         return Ingested(report.kind, actions=actions, reason=report.reason)
 
     async def _match(self, recipients: Sequence[str], message_ids: Sequence[str]) -> dict | None:
@@ -185,11 +227,11 @@ class Feedback:
             outbox_id = self.signer.verp_id(token)
             if outbox_id is not None:
                 found = await self.store.find_message(outbox_id=outbox_id)
-                if found is not None and found["email"]:
+                if found is not None and (found["email"] or found["email_hash"]):
                     return found
         for message_id in message_ids:
             found = await self.store.find_message(message_id=message_id)
-            if found is not None and found["email"]:
+            if found is not None and (found["email"] or found["email_hash"]):
                 return found
         return None
 
@@ -197,6 +239,16 @@ class Feedback:
         if message is None:
             return []
         email, mid, oid = message["email"], message["message_id"], message["id"]
+        if email is None:
+            # Recorded by its keyed hash alone (a sign-up confirmation nobody confirmed, an
+            # erased person's): the report acts only on an address it names that has it.
+            named = [report.complainant] + [f.address for f in report.failures]
+            email = next(
+                (a for a in named if a and message["email_hash"] in self.signer.address_hashes(a)),
+                None,
+            )
+            if email is None:
+                return []
         if report.kind == "arf":
             if (report.feedback_type or "").lower() != "abuse":
                 return []

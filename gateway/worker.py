@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .bounces import Event, classify_reply
 from .config import Settings
 from .policy import decide
-from .store import OutboxItem, Store
+from .records import OutboxItem
+from .store import Store
 from .tokens import Signer
 from .transport import Envelope, Outcome, Transport
 
@@ -21,6 +23,13 @@ log = logging.getLogger("gateway.worker")
 
 
 DAY = 86400.0
+
+# The mail that asks an address to confirm a sign-up from the public form. Sent to an address
+# nobody has confirmed, it is recorded without the address once final (see `_withheld`).
+OPT_IN_CONFIRMATION = "confirm"
+# What stands in for a server's reply in a record that must not name the recipient: the
+# reply's free text often quotes the address ("550 5.1.1 <an@...>: unknown").
+WITHHELD = "reply text not kept: it may quote the address"
 
 # A claimed batch, ready to hand over, and the rows that could not be made ready (id: why).
 Claimed = tuple[list[OutboxItem], dict[int, str]]
@@ -30,6 +39,7 @@ Claimed = tuple[list[OutboxItem], dict[int, str]]
 class Batch:
     """One claimed batch after the recheck: what goes out and what does not."""
 
+    items: list[OutboxItem] = field(default_factory=list)  # every row claimed
     deliver: list[OutboxItem] = field(default_factory=list)
     suppressed: list[tuple[int, str]] = field(default_factory=list)
     deferred: list[tuple[int, float, str]] = field(default_factory=list)
@@ -67,7 +77,8 @@ class Worker:
         render: Callable[[OutboxItem], Awaitable[bytes]] | None = None,
         wake: asyncio.Event | None = None,
         return_path: Callable[[int], str] | None = None,
-        report: Callable[[Sequence[Event], float], Awaitable[list[str]]] | None = None,
+        report: Callable[[Sequence[Event], float, Collection[str]], Awaitable[list[str]]]
+        | None = None,
         sign: Callable[[bytes], bytes] | None = None,
         lease_seconds: float | None = None,
         poll_seconds: float = 1.0,
@@ -81,7 +92,8 @@ class Worker:
         self.render = render  # renders rows queued as a template (raw is None) at dispatch
         self.wake = wake  # set by whoever enqueues in this process: no need to wait for the poll
         # Bounces find their message by its own return path (VERP); failed replies become
-        # events that `report` records and acts on in the outcome's transaction.
+        # events that `report` records and acts on in the outcome's transaction; its third
+        # argument names the addresses to be recorded by their keyed hash alone.
         self.return_path = return_path
         self.report = report
         self.sign = sign  # DKIM: signs the exact bytes handed over, last of all (LU-5)
@@ -221,20 +233,18 @@ class Worker:
         for email in unrecorded:
             recent.setdefault(email, []).append(now)
         cap = self.settings.marketing_daily_cap
-        batch = Batch()
+        batch = Batch(items=list(items))
         for item in items:
             decision = decide(
                 item.category,
                 item.topic_id,
                 standings[item.email],
-                opt_in_confirmation=item.template == "confirm",
+                opt_in_confirmation=item.template == OPT_IN_CONFIRMATION,
             )
             if not decision.allowed:
+                # An erased address is recorded by its hash alone (`_record` sees the tombstone).
                 batch.suppressed.append((item.id, decision.reason))
-                entry = self._log(item, "suppressed", decision.reason, now)
-                if decision.erased:
-                    entry.update(email=None, contact_id=None)
-                batch.logs.append(entry)
+                batch.logs.append(self._log(item, "suppressed", decision.reason, now))
                 continue
             if item.id in unusable:
                 batch.failed.append((item.id, unusable[item.id]))
@@ -256,25 +266,26 @@ class Worker:
         return self.return_path(item.id) if self.return_path is not None else item.sender
 
     async def _record(self, batch: Batch, outcomes: list[Outcome]) -> None:
-        suppressed, logs = batch.suppressed, batch.logs
-        deliver = batch.deliver
         now = time.time()
         sent: list[int] = []
-        retry: list[tuple[int, float, str]] = list(batch.deferred)
+        retry: list[tuple[int, float, str]] = []
         failed: list[tuple[int, str]] = list(batch.failed)
         bounced: list[tuple[int, str]] = []
-        events: list[Event] = []
+        logs = list(batch.logs)
+        events: list[tuple[int, Event]] = []
+        said: dict[int, str] = {}  # the server's own words, per row: they may quote the address
         alerts = 0
-        for item, outcome in zip(deliver, outcomes, strict=True):
+        for item, outcome in zip(batch.deliver, outcomes, strict=True):
             if outcome.ok:
                 sent.append(item.id)
                 logs.append(self._log(item, "sent", None, now))
                 continue
             reason = _describe(outcome)
+            said[item.id] = outcome.message
             if outcome.permanent and outcome.code is not None:
                 kind, status = classify_reply(outcome.code, outcome.message)
                 event = Event(item.email, kind, "smtp", status, reason, item.message_id)
-                events.append(event)
+                events.append((item.id, event))
                 if kind == "hard":  # BN-1: the address is suppressed with the outcome
                     bounced.append((item.id, reason))
                     logs.append(self._log(item, "bounced", reason, now))
@@ -291,29 +302,93 @@ class Worker:
                     continue
                 # BN-3: gave up on temporary failures; repeated, they suppress.
                 reason = f"gave up after {item.attempts} attempts: {reason}"
-                events.append(Event(item.email, "soft", "smtp", None, reason, item.message_id))
+                event = Event(item.email, "soft", "smtp", None, reason, item.message_id)
+                events.append((item.id, event))
             failed.append((item.id, reason))
             logs.append(self._log(item, "failed", reason, now))
+        suppressed = list(batch.suppressed)
+        deferred = list(batch.deferred)
+        items = {item.id: item for item in batch.items}
         async with self.store.transaction():
+            withheld, gone = await self._withheld(batch.items)
+            if withheld:
+
+                def hide(i: int, text: str) -> str:
+                    return _without_address(text, items[i].email, said.get(i))
+
+                # A row an erasure scrubbed has no address left to try again with: it stops.
+                later = [(i, w, hide(i, r) if i in withheld else r) for i, w, r in retry]
+                suppressed += [(i, "erased") for i, _, _ in later + deferred if i in gone]
+                retry = [entry for entry in later if entry[0] not in gone]
+                deferred = [entry for entry in deferred if entry[0] not in gone]
+                failed = [(i, hide(i, r) if i in withheld else r) for i, r in failed]
+                bounced = [(i, hide(i, r) if i in withheld else r) for i, r in bounced]
+                for entry in logs:
+                    i = entry["outbox_id"]
+                    if i in withheld:
+                        reason = entry["reason"]
+                        entry.update(
+                            email=None,
+                            contact_id=None,
+                            reason=hide(i, reason) if reason is not None else None,
+                        )
+            retrying = {i for i, _, _ in retry + deferred}
             await self.store.finish(
                 sent=sent,
-                retry=retry,
+                retry=retry + deferred,
                 failed=failed,
                 bounced=bounced,
                 suppressed=suppressed,
                 logs=logs,
+                # (a row an erasure scrubbed has nothing left to forget)
+                forget={
+                    i: self.signer.address_hash(items[i].email) for i in withheld - gone - retrying
+                },
                 now=now,
             )
             if events and self.report is not None:
-                for action in await self.report(events, now):
+                hidden = {e.email for i, e in events if i in withheld}
+                for action in await self.report([e for _, e in events], now, hidden):
                     log.info("%s", action)
         self.stats.sent += len(sent)
-        self.stats.retried += len(retry) - len(batch.deferred)
-        self.stats.deferred += len(batch.deferred)
+        self.stats.retried += len(retry)
+        self.stats.deferred += len(deferred)
         self.stats.failed += len(failed)
         self.stats.bounced += len(bounced)
         self.stats.alerts += alerts
         self.stats.suppressed += len(suppressed)
+
+    async def _withheld(self, items: Sequence[OutboxItem]) -> tuple[set[int], set[int]]:
+        """The rows of a batch whose records must not hold the address (PD-3), and of those
+        the rows an erasure scrubbed while they were on the wire. Withheld: mail to an
+        address under an erasure tombstone (the person erased meanwhile, or a confirmation
+        of their own new sign-up), and a sign-up confirmation to an address no contact
+        holds (a stranger may have typed it into the form). Ordinary mail without a contact
+        (a guest's receipt) keeps its address: bounces are matched and counted by it
+        (BN-3, BN-5). Runs inside the outcome's transaction, after taking each address's
+        lock: an erasure committed meanwhile is seen here, and one starting now waits for
+        this transaction, then scrubs what it wrote."""
+        if not items:
+            return set(), set()
+        hashes = {
+            item.email: self.signer.address_hashes(item.email) for item in items if item.email
+        }
+        gone, erased = await self.store.erasures_among([item.id for item in items], hashes)
+        unconfirmed = {
+            item.email
+            for item in items
+            if item.template == OPT_IN_CONFIRMATION and item.contact_id is None and item.email
+        }
+        known = await self.store.contact_addresses(sorted(unconfirmed)) if unconfirmed else set()
+        withheld = {
+            item.id
+            for item in items
+            if item.id in gone
+            or not item.email
+            or item.email in erased
+            or (item.email in unconfirmed and item.email not in known)
+        }
+        return withheld, gone & withheld
 
     def _next_attempt(self, item: OutboxItem, now: float) -> float | None:
         schedule = self.settings.retry_schedule
@@ -326,6 +401,7 @@ class Worker:
     @staticmethod
     def _log(item: OutboxItem, status: str, reason: str | None, now: float) -> dict[str, Any]:
         return {
+            "outbox_id": item.id,  # not a column: which row the entry is about
             "message_id": item.message_id,
             "contact_id": item.contact_id,
             "email": item.email,
@@ -352,3 +428,14 @@ def _sign_all(sign: Callable[[bytes], bytes], messages: list[bytes]) -> list[byt
 
 def _describe(outcome: Outcome) -> str:
     return f"{outcome.code} {outcome.message}".strip() if outcome.code else outcome.message
+
+
+def _without_address(text: str, email: str | None, said: str | None) -> str:
+    """`text` (a reason the worker wrote) with the server's free text replaced by its
+    enhanced status code alone, and the address itself (in any case) taken out."""
+    if said:
+        _, status = classify_reply(None, said)
+        text = text.replace(said, f"{status} ({WITHHELD})" if status else f"({WITHHELD})")
+    if email:
+        text = re.sub(re.escape(email), "<recipient>", text, flags=re.IGNORECASE)
+    return text

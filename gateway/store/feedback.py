@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import StoreBase
+from .outbox import withheld_hash
 
 BOUNCE_COLUMNS = ("email", "message_id", "kind", "status", "detail", "source", "created_at")
 
@@ -38,8 +39,12 @@ class FeedbackQueries(StoreBase):
     async def find_message(
         self, *, outbox_id: int | None = None, message_id: str | None = None
     ) -> dict[str, Any] | None:
-        """The message a report is about, by the id in its VERP token or by its Message-ID."""
-        columns = "id, message_id, email, contact_id, category, topic_id, campaign_id, state"
+        """The message a report is about, by the id in its VERP token or by its Message-ID.
+        `email_hash` is the keyed hash a message recorded without its address kept (None
+        for any other)."""
+        columns = (
+            "id, message_id, email, contact_id, category, topic_id, campaign_id, state, context"
+        )
         if outbox_id is not None:
             rows = await self.rows(f"SELECT {columns} FROM outbox WHERE id = ?", (outbox_id,))
         elif message_id is not None:
@@ -50,7 +55,10 @@ class FeedbackQueries(StoreBase):
             return None
         if not rows:
             return None
-        return dict(zip(columns.split(", "), rows[0], strict=True))
+        found = dict(zip(columns.split(", "), rows[0], strict=True))
+        context = found.pop("context")
+        found["email_hash"] = withheld_hash(context) if found["email"] is None else None
+        return found
 
     async def mailed_since(self, emails: Sequence[str], since: float) -> set[str]:
         """Which of these addresses the gateway sent mail to since `since` (BN-5)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -10,9 +11,9 @@ from typing import Any
 from sqlalchemy import select
 
 from ..errors import NotFound
+from ..records import OutboxItem
 from . import schema as t
 from .base import StoreBase
-from .records import OutboxItem
 
 OUTBOX_COLUMNS = (
     "message_id", "contact_id", "email", "category", "topic_id", "sender", "raw", "state",
@@ -23,6 +24,22 @@ LOG_COLUMNS = (
     "message_id", "contact_id", "email", "category", "topic_id", "subject", "status", "reason",
     "created_at", "campaign_id",
 )  # fmt: skip
+
+
+def withheld_context(address_hash: str) -> str:
+    """What a final row recorded without its address keeps in `context` (a template's
+    context is needed no more): the keyed hash of the address, nothing that spells it."""
+    return json.dumps({"address_hash": address_hash})
+
+
+def withheld_hash(context: str | None) -> str | None:
+    """The keyed hash `withheld_context` kept, or None for any other context."""
+    try:
+        found = json.loads(context) if context else None
+    except ValueError:
+        return None
+    value = found.get("address_hash") if isinstance(found, dict) and len(found) == 1 else None
+    return value if isinstance(value, str) else None
 
 
 class OutboxQueries(StoreBase):
@@ -114,12 +131,38 @@ class OutboxQueries(StoreBase):
         bounced: Iterable[tuple[int, str]] = (),
         suppressed: Iterable[tuple[int, str]] = (),
         logs: Sequence[Mapping[str, Any]] = (),
+        forget: Mapping[int, str] | None = None,
         now: float,
     ) -> None:
         """Record the outcome of a batch in one transaction (or in the caller's). Sent,
-        failed, bounced and suppressed messages drop their body: the log keeps what happened, not the content."""
+        failed, bounced and suppressed messages drop their body: the log keeps what happened, not the content.
+        The rows in `forget` (outbox id: the address's keyed hash; final rows recorded
+        without their address, see the worker's `_withheld`) also drop the address and what
+        can spell it (a template's context holds a link that carries it), and so do the log
+        entries written when they were accepted; the row keeps the keyed hash alone, so a
+        later bounce report or an erasure still finds it (`withheld_context`). On SQLite
+        the write-ahead log is emptied after the commit, as an erasure does; PostgreSQL
+        keeps old row versions until autovacuum reuses their space (a VACUUM FULL per batch
+        would lock the outbox against every worker)."""
         sent = list(sent)
+        forget = forget or {}
         async with self.transaction():
+            ids = sorted(forget)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                await self.run(
+                    "UPDATE message_log SET email = NULL, contact_id = NULL, subject = NULL"
+                    " WHERE message_id IN (SELECT message_id FROM outbox"
+                    f" WHERE id IN ({self.marks(len(chunk))}))",
+                    chunk,
+                )
+            await self.run_many(
+                "UPDATE outbox SET email = NULL, contact_id = NULL, raw = NULL, context = ?,"
+                " idempotency_key = NULL WHERE id = ?",
+                [(withheld_context(forget[i]), i) for i in ids],
+            )
+            if forget and self.is_sqlite:
+                await self.scrub_after_commit(("outbox", "message_log"))
             for start in range(0, len(sent), 500):
                 chunk = sent[start : start + 500]
                 await self.run(
@@ -140,6 +183,65 @@ class OutboxQueries(StoreBase):
                 [(when, reason, now, i) for i, when, reason in retry],
             )
             await self.log(logs)
+
+    async def erasures_among(
+        self, ids: Sequence[int], hashes: Mapping[str, Sequence[str]]
+    ) -> tuple[set[int], set[str]]:
+        """For a batch whose outcome is about to be recorded: which of its outbox rows an
+        erasure scrubbed or removed since they were claimed, and which addresses (the keys of
+        `hashes`, with their keyed hashes under every key) are under an erasure tombstone.
+        Takes each address's lock first (PostgreSQL; the one an erasure and a suppression
+        take), in one order so that two workers never wait for each other: an erasure running
+        now either committed before (and is seen here) or waits until the caller's
+        transaction ends. Call inside that transaction."""
+        if not self.is_sqlite and hashes:
+            await self.run(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM"
+                " (SELECT DISTINCT k FROM unnest(?::text[]) AS u(k) ORDER BY k) AS s",
+                ([f"suppression:{hs[0]}" for hs in hashes.values()],),
+            )
+        kept: set[int] = set()
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            rows = await self.rows(
+                f"SELECT id FROM outbox WHERE id IN ({self.marks(len(chunk))})"
+                " AND email IS NOT NULL",
+                chunk,
+            )
+            kept.update(r[0] for r in rows)
+        owner = {h: email for email, hs in hashes.items() for h in hs}
+        erased: set[str] = set()
+        keys = list(owner)
+        for start in range(0, len(keys), 500):
+            hashed = keys[start : start + 500]
+            rows = await self.rows(
+                "SELECT email_hash FROM suppressions WHERE reason = 'erased'"
+                f" AND email_hash IN ({self.marks(len(hashed))})",
+                hashed,
+            )
+            erased.update(owner[r[0]] for r in rows)
+        return set(ids) - kept, erased
+
+    async def withheld_messages(self, hashes: Sequence[str]) -> int:
+        """How many messages were recorded without this address, by its keyed hash alone
+        (`hashes`: under every key). Reads the whole outbox: for the rare erasure of an
+        address that is held nowhere else."""
+        rows = await self.rows(
+            f"SELECT COUNT(*) FROM outbox WHERE email IS NULL AND context IN ({self.marks(len(hashes))})",
+            [withheld_context(h) for h in hashes],
+        )
+        return int(rows[0][0])
+
+    async def contact_addresses(self, emails: Sequence[str]) -> set[str]:
+        """Which of these addresses a contact holds."""
+        found: set[str] = set()
+        for start in range(0, len(emails), 500):
+            chunk = list(emails[start : start + 500])
+            rows = await self.rows(
+                f"SELECT email FROM contacts WHERE email IN ({self.marks(len(chunk))})", chunk
+            )
+            found.update(r[0] for r in rows)
+        return found
 
     async def next_due(self) -> float | None:
         """When the next queued message becomes due, or a lease runs out (None when nothing

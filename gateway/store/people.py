@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 
 from ..errors import StoreError
+from ..records import Contact, Standing, Suppression, Topic
 from . import schema as t
 from .base import StoreBase
-from .records import Contact, Standing, Suppression, Topic, _contact
+from .rows import _contact
 
 
 async def consent_rows(store: StoreBase, contact_id: int, topic_by: str) -> list[dict[str, Any]]:
