@@ -11,15 +11,21 @@ if TYPE_CHECKING:
     from .config import Settings
     from .core import Gateway, ImportReport
     from .errors import (
+        ConfigError,
+        Conflict,
         GatewayError,
         HeaderInjection,
         InvalidAddress,
         InvalidInput,
         InvalidMessage,
         MessageRefused,
+        NotFound,
+        StoreError,
         TemplateError,
         UnknownTopic,
     )
+    from .render import OutOfTime
+    from .tokens import InvalidToken
 
 __version__ = "0.1.0"
 
@@ -31,17 +37,25 @@ _HOMES = {
     "SendRequest": "accept",
     "SendResult": "accept",
     "Settings": "config",
+    "ConfigError": "errors",
+    "Conflict": "errors",
     "GatewayError": "errors",
     "HeaderInjection": "errors",
     "InvalidAddress": "errors",
     "InvalidInput": "errors",
     "InvalidMessage": "errors",
     "MessageRefused": "errors",
+    "NotFound": "errors",
+    "StoreError": "errors",
     "TemplateError": "errors",
     "UnknownTopic": "errors",
+    "InvalidToken": "tokens",
+    "OutOfTime": "render",
 }
 
 __all__ = [
+    "ConfigError",
+    "Conflict",
     "Gateway",
     "GatewayError",
     "HeaderInjection",
@@ -49,10 +63,14 @@ __all__ = [
     "InvalidAddress",
     "InvalidInput",
     "InvalidMessage",
+    "InvalidToken",
     "MessageRefused",
+    "NotFound",
+    "OutOfTime",
     "SendRequest",
     "SendResult",
     "Settings",
+    "StoreError",
     "TemplateError",
     "UnknownTopic",
 ]

@@ -11,10 +11,9 @@
 - ``unreadable``: anything else (auto-replies, read receipts, garbage), with a one-line reason.
 
 It never raises: whatever goes wrong becomes ``kind="unreadable"`` (BN-5: a report that
-cannot be read is logged and skipped, never a crash). Messages are parsed with the stdlib
-``email`` package under ``policy.compat32``: its headers are plain strings and it records
-defects instead of raising, which is what broken mail needs (``policy.default`` builds
-structured headers lazily and some malformed ones raise on access).
+cannot be read is logged and skipped, never a crash). Taking the message apart (MIME parts,
+header blocks, flufl.bounce's heuristics) is `gateway.bounce_mime`'s job; this module says
+what the parts mean.
 
 Acting on a report (matching it to a sent message, suppressing) belongs to the caller:
 `verp_tokens` extracts the signed token from the envelope recipient (BN-5, first choice),
@@ -26,24 +25,32 @@ from __future__ import annotations
 
 import email
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email import policy
-from email.header import Header, decode_header, make_header
 from email.message import Message
-from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
-from typing import Any
+
+from .bounce_mime import (
+    clean_address,
+    diagnostic_text,
+    enhanced_status,
+    has_part,
+    header_blocks,
+    header_line,
+    header_lines,
+    is_auto_reply,
+    message_ids_in,
+    one_line,
+    originals_in,
+    report_type_of,
+    run_detectors,
+    text_bodies,
+    walk,
+)
 
 __all__ = ["Failure", "Report", "parse_report", "refusal_token", "verp_tokens"]
 
-_DIAGNOSTIC_MAX = 200
-#: flufl.bounce's heuristic detectors read only this much of a message (the notice is at
-#: the top; what follows is the returned original). DSN and ARF parts are read in full.
-_DETECT_MAX = 256 * 1024
-_REASON_MAX = 300
-
-_STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _UNSUBSCRIBE_RE = re.compile(r"\bunsubscribe(?:\s+|%20|\s*[:=]\s*)([A-Za-z0-9_.-]+)", re.IGNORECASE)
 _VERP_TOKEN = r"[A-Za-z0-9_-]+"
@@ -51,8 +58,6 @@ _MESSAGE_ID_LINE_RE = re.compile(r"^message-id:[ \t]*(<[^<>\s]+>)", re.IGNORECAS
 
 #: DSN Action values that are not failures at all (RFC 3464 section 2.3.3).
 _NOT_FAILED = frozenset({"delivered", "relayed", "expanded"})
-#: Content types that carry (the headers of) the original message in a report.
-_ORIGINAL_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"})
 
 
 @dataclass(frozen=True)
@@ -136,205 +141,43 @@ class Report:
     token: str | None = None
 
 
-# ---------------------------------------------------------------- small helpers
-
-
-def _one_line(value: object, limit: int = _REASON_MAX) -> str:
-    """Whitespace collapsed, lone surrogates replaced, cut to ``limit`` characters."""
-    text = " ".join(str(value).split())
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
-
-
-def _header(msg: Message, name: str, *, decode: bool = False) -> str | None:
-    """A header as one clean line (RFC 2047 words decoded when ``decode``), None if absent."""
-    value = msg.get(name)
-    if value is None:
-        return None
-    if decode or isinstance(value, Header):
-        try:
-            value = str(make_header(decode_header(value)))
-        except Exception:  # broken encoded words, unknown charsets
-            value = str(value)
-    return _one_line(value, 10_000)
-
-
-def _headers(msg: Message, name: str) -> list[str]:
-    return [_one_line(v, 10_000) for v in msg.get_all(name, [])]
-
-
-def _clean_address(value: str) -> str | None:
-    """``rfc822; <A@B>`` / ``A@B`` -> ``a@b``; None unless it looks like an address."""
-    _, sep, rest = value.partition(";")
-    text = (rest if sep else value).strip()
-    address = parseaddr(text)[1] or text.strip("<> \t")
-    address = address.strip().lower()
-    if "@" not in address or any(c.isspace() for c in address) or "\ufffd" in address:
-        return None
-    return address
-
-
-def _status(*texts: str | None) -> str | None:
-    for text in texts:
-        if text:
-            match = _STATUS_RE.search(text)
-            if match:
-                return ".".join(str(int(group)) for group in match.groups())
-    return None
-
-
-def _diagnostic(value: str | None) -> str:
-    if not value:
-        return ""
-    kind, sep, rest = value.partition(";")
-    if sep and kind.strip().replace("-", "").isalnum() and " " not in kind.strip():
-        value = rest  # drop the diagnostic-type ("smtp; ...", "X-Postfix; ...")
-    return _one_line(value, _DIAGNOSTIC_MAX)
-
-
-def _walk(msg: Message) -> Iterator[Message]:
-    """Every part, depth first, without descending into attached original messages."""
-    yield msg
-    if msg.get_content_type() in _ORIGINAL_TYPES or not msg.is_multipart():
-        return
-    for part in msg.get_payload():
-        if isinstance(part, Message):
-            yield from _walk(part)
-
-
-def _raw_payload(part: Message) -> bytes | None:
-    """The transfer-decoded body of a non-multipart part, None if there is none or it fails."""
-    if part.is_multipart():
-        return None
-    try:
-        raw = part.get_payload(decode=True)
-    except Exception:  # e.g. a charset parameter the codec machinery rejects
-        return None
-    return raw if isinstance(raw, bytes) else None
-
-
-def _split_blocks(raw: bytes) -> list[Message]:
-    parser = BytesHeaderParser(policy=policy.compat32)
-    blocks = re.split(rb"\r?\n[ \t]*\r?\n", raw)
-    return [parser.parsebytes(block.strip() + b"\n") for block in blocks if block.strip()]
-
-
-def _header_blocks(part: Message) -> list[Message]:
-    """The header blocks of a message/delivery-status or message/feedback-report part.
-
-    The stdlib parses message/delivery-status into a list of blocks; other message/* types
-    (message/feedback-report, message/global-delivery-status) into one message whose body
-    holds any further blocks, which are split here.
-    """
-    if part.is_multipart():
-        blocks: list[Message] = []
-        for block in part.get_payload():
-            if isinstance(block, Message):
-                blocks.append(block)
-                rest = _raw_payload(block)
-                if rest and rest.strip():
-                    blocks.extend(_split_blocks(rest))
-        return blocks
-    raw = _raw_payload(part)
-    return _split_blocks(raw) if raw else []
-
-
-def _original_headers(part: Message) -> Message | None:
-    """The headers of the original message from a message/rfc822 or *rfc822-headers part."""
-    if part.is_multipart():
-        payload: Any = part.get_payload()
-        first = payload[0] if payload else None
-        return first if isinstance(first, Message) else None
-    raw = _raw_payload(part)
-    if not raw or not raw.strip():
-        return None
-    return BytesHeaderParser(policy=policy.compat32).parsebytes(raw.lstrip())
-
-
-def _originals(msg: Message) -> list[Message]:
-    found = []
-    for part in _walk(msg):
-        if part.get_content_type() in _ORIGINAL_TYPES:
-            headers = _original_headers(part)
-            if headers is not None:
-                found.append(headers)
-    return found
-
-
-def _message_ids(originals: Iterable[Message]) -> tuple[str, ...]:
-    ids: list[str] = []
-    for headers in originals:
-        for value in _headers(headers, "Message-ID"):
-            value = value.strip()
-            if value and value not in ids:
-                ids.append(value)
-    return tuple(ids)
-
-
-def _report_type(msg: Message) -> str:
-    if msg.get_content_type() != "multipart/report":
-        return ""
-    value = msg.get_param("report-type", "", header="content-type")
-    if isinstance(value, tuple):  # RFC 2231 (charset, language, value)
-        value = value[2]
-    return str(value).strip().lower()
-
-
-def _has_part(msg: Message, content_type: str) -> bool:
-    return any(part.get_content_type() == content_type for part in _walk(msg))
-
-
-def _text_bodies(msg: Message) -> Iterator[str]:
-    for part in _walk(msg):
-        if part.get_content_type() != "text/plain":
-            continue
-        raw = _raw_payload(part)
-        if raw is not None:
-            try:
-                yield raw.decode(part.get_content_charset() or "utf-8", "replace")
-            except (LookupError, ValueError):
-                yield raw.decode("utf-8", "replace")
-
-
 # ---------------------------------------------------------------- the report kinds
 
 
 def _parse_dsn(msg: Message) -> Report | None:
     failures: list[Failure] = []
-    for part in _walk(msg):
+    for part in walk(msg):
         if part.get_content_type() not in (
             "message/delivery-status",
             "message/global-delivery-status",
         ):
             continue
-        blocks = _header_blocks(part)
+        blocks = header_blocks(part)
         # The first block is per-message (Reporting-MTA, ...); recipients follow. Some MTAs
         # put everything in one block, so look for recipient fields in every block.
         for block in blocks:
-            final = _header(block, "Final-Recipient")
-            original = _header(block, "Original-Recipient")
+            final = header_line(block, "Final-Recipient")
+            original = header_line(block, "Original-Recipient")
             address = None
             # Original-Recipient is the address as we sent it (before aliasing/forwarding).
             for candidate in (original, final):
                 if candidate:
-                    address = _clean_address(candidate)
+                    address = clean_address(candidate)
                     if address:
                         break
             if address is None:
                 continue
-            action_text = (_header(block, "Action") or "").lower()
+            action_text = (header_line(block, "Action") or "").lower()
             action = action_text.split()[0].rstrip(";,") if action_text.split() else None
             if action == "error":  # opensmtpd's non-standard word for "failed"
                 action = "failed"
-            diagnostic_raw = _header(block, "Diagnostic-Code")
+            diagnostic_raw = header_line(block, "Diagnostic-Code")
             failures.append(
                 Failure(
                     address=address,
-                    status=_status(_header(block, "Status"), diagnostic_raw),
+                    status=enhanced_status(header_line(block, "Status"), diagnostic_raw),
                     action=action or None,
-                    diagnostic=_diagnostic(diagnostic_raw),
+                    diagnostic=diagnostic_text(diagnostic_raw),
                 )
             )
     if not failures:
@@ -343,93 +186,65 @@ def _parse_dsn(msg: Message) -> Report | None:
     return Report(
         kind="dsn",
         failures=tuple(failures),
-        message_ids=_message_ids(_originals(msg)),
-        reason=_one_line(f"delivery status for {len(failures)} recipient(s): {summary}"),
+        message_ids=message_ids_in(originals_in(msg)),
+        reason=one_line(f"delivery status for {len(failures)} recipient(s): {summary}"),
     )
 
 
 def _parse_arf(msg: Message) -> Report | None:
     fields: Message | None = None
-    for part in _walk(msg):
+    for part in walk(msg):
         if part.get_content_type() == "message/feedback-report":
-            blocks = _header_blocks(part)
+            blocks = header_blocks(part)
             if blocks:
                 fields = blocks[0]
                 break
     if fields is None:
         return None
-    feedback_type = (_header(fields, "Feedback-Type") or "").lower() or None
-    originals = _originals(msg)
+    feedback_type = (header_line(fields, "Feedback-Type") or "").lower() or None
+    originals = originals_in(msg)
     complainant = None
-    for value in _headers(fields, "Original-Rcpt-To"):
-        complainant = _clean_address(value)
+    for value in header_lines(fields, "Original-Rcpt-To"):
+        complainant = clean_address(value)
         if complainant:
             break
     if complainant is None:
         for headers in originals:
-            for _, addr in getaddresses(_headers(headers, "To")):
-                complainant = _clean_address(addr)
+            for _, addr in getaddresses(header_lines(headers, "To")):
+                complainant = clean_address(addr)
                 if complainant:
                     break
             if complainant:
                 break
     return Report(
         kind="arf",
-        message_ids=_message_ids(originals),
+        message_ids=message_ids_in(originals),
         feedback_type=feedback_type,
         complainant=complainant,
-        reason=_one_line(
+        reason=one_line(
             f"feedback report ({feedback_type or 'no Feedback-Type'})"
             f" from {complainant or 'an unknown recipient'}"
         ),
     )
 
 
-def _run_detectors(msg: Message) -> tuple[frozenset[bytes], frozenset[bytes]]:
-    """flufl.bounce's ``all_failures``, but one detector that crashes does not stop the rest.
-
-    ``all_failures`` re-raises the first detector exception (e.g. its Yale detector on a
-    message without From), which would hide what the later detectors find. Its detector
-    list is private, so fall back to ``all_failures`` if it moves.
-    """
-    try:
-        from flufl.bounce._scan import _DETECTORS
-    except ImportError:  # pragma: no cover - a future flufl.bounce
-        from flufl.bounce import all_failures
-
-        return all_failures(msg)
-    for detector in _DETECTORS:
-        try:
-            temporary, permanent = detector().process(msg)
-        except Exception:
-            continue
-        if temporary or permanent:
-            return frozenset(temporary), frozenset(permanent)
-    return frozenset(), frozenset()
-
-
 def _detect(msg: Message, data: bytes) -> Report | None:
-    if len(data) > _DETECT_MAX:  # the heuristics scan every line ~50 times: bound the cost
-        temporary, permanent = _run_detectors(
-            email.message_from_bytes(data[:_DETECT_MAX], policy=policy.compat32)
-        )
-    else:
-        temporary, permanent = _run_detectors(msg)
+    temporary, permanent = run_detectors(msg, data)
     failures: list[Failure] = []
     seen: set[str] = set()
     for addresses, action in ((permanent, "failed"), (temporary, "delayed")):
         for raw in sorted(addresses):
             text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
-            address = _clean_address(text)
+            address = clean_address(text)
             if address and address not in seen:
                 seen.add(address)
                 failures.append(Failure(address=address, status=None, action=action, diagnostic=""))
     if not failures:
         return None
-    originals = _originals(msg)
-    ids = list(_message_ids(originals))
+    originals = originals_in(msg)
+    ids = list(message_ids_in(originals))
     if not ids:  # qmail and friends quote the original inline
-        for body in _text_bodies(msg):
+        for body in text_bodies(msg):
             for match in _MESSAGE_ID_LINE_RE.finditer(body):
                 if match.group(1) not in ids:
                     ids.append(match.group(1))
@@ -438,30 +253,20 @@ def _detect(msg: Message, data: bytes) -> Report | None:
         kind="detected",
         failures=tuple(failures),
         message_ids=tuple(ids),
-        reason=_one_line(f"non-standard bounce naming {len(failures)} address(es): {summary}"),
+        reason=one_line(f"non-standard bounce naming {len(failures)} address(es): {summary}"),
     )
-
-
-def _is_auto_reply(msg: Message) -> bool:
-    auto = (_header(msg, "Auto-Submitted") or "no").lower()
-    if not auto.startswith("no"):
-        return True
-    if msg.get("X-Autoreply") is not None or msg.get("X-Autorespond") is not None:
-        return True
-    precedence = (_header(msg, "Precedence") or "").lower()
-    return precedence in ("auto_reply", "auto-reply")
 
 
 def _parse(data: bytes) -> Report:
     msg = email.message_from_bytes(data, policy=policy.compat32)
     if not msg.keys() and not data.strip():
         return Report(kind="unreadable", reason="empty message")
-    report_type = _report_type(msg)
-    if report_type == "feedback-report" or _has_part(msg, "message/feedback-report"):
+    report_type = report_type_of(msg)
+    if report_type == "feedback-report" or has_part(msg, "message/feedback-report"):
         arf = _parse_arf(msg)
         if arf is not None:
             return arf
-    if report_type in ("delivery-status", "global-delivery-status") or _has_part(
+    if report_type in ("delivery-status", "global-delivery-status") or has_part(
         msg, "message/delivery-status"
     ):
         dsn = _parse_dsn(msg)
@@ -472,7 +277,7 @@ def _parse(data: bytes) -> Report:
     detected = _detect(msg, data)
     if detected is not None:
         return detected
-    if _is_auto_reply(msg):  # out-of-office and friends: neither a bounce nor a refusal
+    if is_auto_reply(msg):  # out-of-office and friends: neither a bounce nor a refusal
         return Report(kind="unreadable", reason="an automatic reply, not a delivery report")
     sender, token = _refusal(msg)
     if token is not None:
@@ -480,12 +285,12 @@ def _parse(data: bytes) -> Report:
             kind="refusal",
             complainant=sender,
             token=token,
-            reason=_one_line(f"refusal by email from {sender or 'an unknown sender'}"),
+            reason=one_line(f"refusal by email from {sender or 'an unknown sender'}"),
         )
     if report_type:
         return Report(
             kind="unreadable",
-            reason=_one_line(f"multipart/report ({report_type}) without a recipient in it"),
+            reason=one_line(f"multipart/report ({report_type}) without a recipient in it"),
         )
     return Report(
         kind="unreadable",
@@ -503,7 +308,7 @@ def parse_report(data: bytes) -> Report:
         return _parse(bytes(data))
     except Exception as exc:  # BN-5: skipped with a one-line reason, never a crash
         return Report(
-            kind="unreadable", reason=_one_line(f"cannot parse: {type(exc).__name__}: {exc}")
+            kind="unreadable", reason=one_line(f"cannot parse: {type(exc).__name__}: {exc}")
         )
 
 
@@ -528,11 +333,11 @@ def verp_tokens(recipients: Iterable[str], local: str) -> list[str]:
 
 
 def _refusal(msg: Message) -> tuple[str | None, str | None]:
-    sender = _clean_address(parseaddr(_header(msg, "From", decode=True) or "")[1])
-    subject = _header(msg, "Subject", decode=True) or ""
+    sender = clean_address(parseaddr(header_line(msg, "From", decode=True) or "")[1])
+    subject = header_line(msg, "Subject", decode=True) or ""
     match = _UNSUBSCRIBE_RE.search(subject)
     if match is None:
-        for body in _text_bodies(msg):
+        for body in text_bodies(msg):
             first = next((line for line in body.splitlines() if line.strip()), "")
             match = _UNSUBSCRIBE_RE.search(first)
             break  # only the first text/plain part

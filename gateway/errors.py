@@ -1,19 +1,31 @@
-"""The gateway's exceptions, one small tree.
+"""The gateway's exceptions, one small tree (all importable from `gateway`).
 
     GatewayError                 base of everything the gateway raises on purpose
-    ├── ConfigError              a GATEWAY_* setting is missing or malformed (also ValueError)
-    ├── InvalidInput             the caller gave something unusable (also ValueError)
+    ├── ConfigError              a GATEWAY_* setting is missing or malformed, e.g. a DKIM
+    │                            key file that does not load (also ValueError)
+    ├── InvalidInput             the caller gave something unusable; nothing was written
+    │   │                        (also ValueError)
     │   ├── InvalidAddress       an email address that does not parse
     │   ├── UnknownTopic         a topic slug that does not exist
     │   ├── InvalidMessage       empty body, marketing without a topic, reserved header, ...
-    │   ├── HeaderInjection      CR or LF in a header value (MF-2)
-    │   ├── TemplateError        a template that does not compile or render
-    │   └── Conflict             already exists, e.g. a policy version published twice
-    ├── NotFound                 a contact or row that is not there (also LookupError)
-    └── StoreError               the database refused (not initialised, locked, ...)
+    │   │   ├── HeaderInjection  CR or LF in a header value (MF-2)
+    │   │   └── TemplateError    a template that does not compile or render
+    │   │       └── OutOfTime    a render or scan that passed GATEWAY_RENDER_TIMEOUT
+    │   │                        (defined in gateway.render)
+    │   └── Conflict             already exists or already done: a policy version published
+    │                            twice, a suppression that an erasure or refusal keeps
+    ├── NotFound                 a contact, topic, API key or suppression that is not there
+    │                            (also LookupError)
+    ├── StoreError               the database refused: not initialised, locked, a row that
+    │                            exists already or was made by another request meanwhile
+    ├── InvalidToken             a link token that is tampered with, expired, of another
+    │                            purpose or unknown (defined in gateway.tokens)
+    └── MessageRefused           `SendResult.raise_for_status()` on a suppressed or blocked
+                                 message
 
 Expected outcomes are values, not exceptions: a suppressed or blocked message is a
 `SendResult` with a reason; `SendResult.raise_for_status()` turns it into `MessageRefused`.
+HTTP statuses are the web layer's business (gateway/web maps each class to one).
 """
 
 from __future__ import annotations
@@ -52,9 +64,7 @@ class TemplateError(InvalidMessage):
 
 
 class Conflict(InvalidInput):
-    """Raised when something that must be unique already exists (answered 409 on the web)."""
-
-    status = 409
+    """Raised when something that must be unique already exists, or is already done."""
 
 
 class NotFound(GatewayError, LookupError):

@@ -27,7 +27,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from gateway.smtp.server import SMTP, Listener
 
 __all__ = ["FAULT_KINDS", "Received", "RecordingSMTPServer", "message_id_of"]
 
@@ -124,39 +126,7 @@ class _Handler:
         return "250 OK"
 
 
-class _Session(Session):
-    """aiosmtpd logs a deprecation warning on every successful AUTH via login_data."""
-
-    @property
-    def login_data(self):
-        return self._login_data
-
-    @login_data.setter
-    def login_data(self, value) -> None:
-        self._login_data = value
-
-
-class _SMTP(SMTP):
-    """aiosmtpd.smtp.SMTP that tolerates long lines and tracks itself for shutdown."""
-
-    def __init__(self, *args, line_length_limit: int, registry: set[_SMTP], **kwargs) -> None:
-        self.line_length_limit = line_length_limit  # read by SMTP.__init__ for the reader
-        self._registry = registry
-        super().__init__(*args, **kwargs)
-
-    def _create_session(self) -> Session:
-        return _Session(self.loop)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._registry.add(self)
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self._registry.discard(self)
-        super().connection_lost(error)
-
-
-class RecordingSMTPServer:
+class RecordingSMTPServer(Listener):
     """Async context manager: an SMTP sink on 127.0.0.1 (port 0 = any free port).
 
     reject(rcpt) -> (code, text) refuses that RCPT (e.g. (550, "5.1.1 user unknown")).
@@ -196,12 +166,11 @@ class RecordingSMTPServer:
             raise ValueError("fail_rate and drop_data_rate are fractions between 0 and 1")
         if fail_rate + drop_data_rate > 1:
             raise ValueError("fail_rate + drop_data_rate must not exceed 1")
+        super().__init__("127.0.0.1", port, tls=tls)
         self.reject = reject
         self.drop = drop
         self.discard = discard
         self.credentials = credentials
-        self.host = "127.0.0.1"
-        self.port = port
         self.messages: list[Received] = []
         self.received = 0  # messages accepted, also counted when discard=True
         self.connections = 0  # TCP connections accepted
@@ -218,11 +187,8 @@ class RecordingSMTPServer:
         self._draws: Counter[str] = Counter()  # DATA transfers per first recipient
         self._starttls = starttls
         self._require_starttls = require_starttls
-        self._tls = tls
         self._line_length_limit = line_length_limit
         self._handler = _Handler(self)
-        self._server: asyncio.Server | None = None
-        self._live: set[_SMTP] = set()
         self._arrived = asyncio.Event()
 
     def _fate(self, data: bytes, rcpt_tos: list[str]) -> tuple[str, float, str]:
@@ -255,10 +221,10 @@ class RecordingSMTPServer:
                 return AuthResult(success=True)
         return AuthResult(success=False, handled=False)
 
-    def _protocol(self) -> _SMTP:
+    def _protocol(self) -> SMTP:
         self.connections += 1
         auth = self.credentials is not None
-        return _SMTP(
+        return SMTP(
             self._handler,
             line_length_limit=self._line_length_limit,
             registry=self._live,
@@ -276,32 +242,9 @@ class RecordingSMTPServer:
         )
 
     async def start(self) -> RecordingSMTPServer:
-        loop = asyncio.get_running_loop()
-        self._arrived = asyncio.Event()
-        self._server = await loop.create_server(
-            self._protocol, self.host, self.port, ssl=self._tls, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        """Stop listening and abort every open connection (clients see a drop)."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        await self.drop_connections()
-
-    async def drop_connections(self) -> None:
-        """Abort all open client connections but keep listening."""
-        protos = list(self._live)
-        for proto in protos:
-            if proto.transport is not None:
-                proto.transport.abort()
-        tasks = [p._handler_coroutine for p in protos if p._handler_coroutine is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0)
+        if self._server is None:
+            self._arrived = asyncio.Event()  # bound to the loop of this start
+        return await super().start()
 
     async def wait_for(self, n: int, timeout: float = 5) -> None:
         """Wait until at least ``n`` messages have been accepted."""
@@ -312,9 +255,3 @@ class RecordingSMTPServer:
                 await self._arrived.wait()
 
         await asyncio.wait_for(_wait(), timeout)
-
-    async def __aenter__(self) -> RecordingSMTPServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.bounces import Failure, Report, parse_report, refusal_token, verp_tokens
 from gateway.errors import ConfigError
-from gateway.inbound import InboundServer, parse_hostport
+from gateway.smtp import InboundServer, parse_hostport
 
 SAMPLES = Path(__file__).parent / "samples"
 KINDS = {"dsn", "arf", "detected", "refusal", "unreadable"}

@@ -7,7 +7,7 @@ import mailbox
 import os
 from collections.abc import Callable, Sequence
 
-from . import Envelope, Outcome
+from .base import Envelope, Outcome
 
 # --------------------------------------------------------------------------- maildir
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import aiosmtplib
 
-from . import Envelope, Outcome, _parse_smtp, _redact
+from .base import Envelope, Outcome, _parse_smtp, _redact
 
 log = logging.getLogger(__name__)
 

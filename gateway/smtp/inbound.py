@@ -29,11 +29,12 @@ import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Self
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import Envelope, Session
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .server import SMTP, Listener
 
 __all__ = ["Handler", "InboundServer", "parse_hostport"]
 
@@ -45,8 +46,6 @@ REPLY_NO_MAILBOX = "550 5.1.1 no such mailbox here"
 REPLY_TEMPORARY = "451 4.3.0 temporary failure, try again later"
 
 DEFAULT_HOST = "127.0.0.1"
-#: Longest line accepted (RFC 5321 says 1000; broken bounces quote longer ones).
-LINE_LENGTH_LIMIT = 64 * 1024
 
 _HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\*")
 
@@ -136,25 +135,7 @@ class _Hooks:
         return "250 OK" if reply is None else reply
 
 
-class _SMTP(SMTP):
-    """aiosmtpd's SMTP protocol that registers itself so `InboundServer.stop` can end it."""
-
-    line_length_limit = LINE_LENGTH_LIMIT  # read by SMTP.__init__ for its StreamReader
-
-    def __init__(self, *args: Any, registry: set[_SMTP], **kwargs: Any) -> None:
-        self._registry = registry
-        super().__init__(*args, **kwargs)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._registry.add(self)
-        super().connection_made(transport)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self._registry.discard(self)
-        super().connection_lost(error)
-
-
-class InboundServer:
+class InboundServer(Listener):
     """An SMTP listener in the running asyncio loop; see the module docstring."""
 
     def __init__(
@@ -167,19 +148,16 @@ class InboundServer:
         max_size: int = 10 * 1024 * 1024,
         hostname: str | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.handle = handle
         self.accept_rcpt = accept_rcpt
         self.max_size = max_size
         # The name in the greeting; computed once (aiosmtpd would look it up per connection).
         self.hostname = hostname or socket.gethostname() or "localhost"
         self._hooks = _Hooks(self)
-        self._server: asyncio.Server | None = None
-        self._live: set[_SMTP] = set()
 
-    def _protocol(self) -> _SMTP:
-        return _SMTP(
+    def _protocol(self) -> SMTP:
+        return SMTP(
             self._hooks,
             registry=self._live,
             hostname=self.hostname,
@@ -190,38 +168,9 @@ class InboundServer:
             loop=asyncio.get_running_loop(),
         )
 
-    async def start(self) -> None:
+    async def start(self) -> Self:
         """Start listening; ``self.port`` then holds the bound port."""
-        if self._server is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol, self.host, self.port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("inbound SMTP listening on %s:%d", self.host, self.port)
-
-    async def stop(self) -> None:
-        """Stop listening, drop open connections and wait until their tasks have ended."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
-        protocols = list(self._live)
-        for protocol in protocols:
-            transport = protocol.transport
-            if isinstance(transport, asyncio.Transport):
-                transport.abort()
-            elif transport is not None:
-                transport.close()
-        tasks = [p._handler_coroutine for p in protocols if p._handler_coroutine is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0)  # let the aborted transports run connection_lost
-
-    async def __aenter__(self) -> InboundServer:
-        await self.start()
+        if self._server is None:
+            await super().start()
+            log.info("inbound SMTP listening on %s:%d", self.host, self.port)
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()

@@ -1,0 +1,113 @@
+"""aiosmtpd's SMTP protocol as every gateway listener runs it, and the listener around it.
+
+aiosmtpd's `Controller` runs the server in a thread of its own; `Listener` runs it in the
+caller's asyncio loop instead, so a handler can await the gateway's database directly and a
+test can start, fault and stop the server between two awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any, Self
+
+from aiosmtpd.smtp import SMTP as _AiosmtpdSMTP
+from aiosmtpd.smtp import Session
+
+__all__ = ["LINE_LENGTH_LIMIT", "SMTP", "Listener"]
+
+#: Longest line accepted (RFC 5321 says 1000; broken bounces quote longer ones).
+LINE_LENGTH_LIMIT = 64 * 1024
+
+
+class _Session(Session):
+    """A session whose `login_data` does not warn: aiosmtpd sets that deprecated attribute
+    on every successful AUTH, which would warn (an error under strict warnings) each time."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
+class SMTP(_AiosmtpdSMTP):
+    """aiosmtpd's SMTP protocol that accepts long lines and registers itself in `registry`
+    while connected, so its listener can end every connection when it stops."""
+
+    def __init__(
+        self,
+        *args: Any,
+        registry: set[SMTP],
+        line_length_limit: int = LINE_LENGTH_LIMIT,
+        **kwargs: Any,
+    ) -> None:
+        self.line_length_limit = line_length_limit  # read by SMTP.__init__ for its StreamReader
+        self._registry = registry
+        super().__init__(*args, **kwargs)
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._registry.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._registry.discard(self)
+        super().connection_lost(error)
+
+
+class Listener:
+    """An SMTP server in the running loop; a subclass says how each connection is served
+    (`_protocol`, an `SMTP` with ``registry=self._live``)."""
+
+    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None) -> None:
+        self.host = host
+        self.port = port  # 0 picks a free port; start() then holds the bound one
+        self._tls = tls
+        self._server: asyncio.Server | None = None
+        self._live: set[SMTP] = set()
+
+    def _protocol(self) -> SMTP:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        """Start listening (once); ``self.port`` then holds the bound port."""
+        if self._server is None:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                self._protocol, self.host, self.port, ssl=self._tls, reuse_address=True
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening, drop open connections and wait until their tasks have ended."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        await self.drop_connections()
+
+    async def drop_connections(self) -> None:
+        """Abort every open connection (the client sees a drop) but keep listening."""
+        protocols = list(self._live)
+        for protocol in protocols:
+            transport = protocol.transport
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+            elif transport is not None:
+                transport.close()
+        tasks = [p._handler_coroutine for p in protocols if p._handler_coroutine is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # let the aborted transports run connection_lost
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
