@@ -7,15 +7,16 @@ included) are JSON while the pages keep theirs.
 from __future__ import annotations
 
 import logging
-import re
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import apikeys
@@ -131,12 +132,38 @@ routes = [
 ]
 
 
-def mount(gateway: Gateway) -> Mount:
-    """/api/v1 and everything under it, line breaks in the path included (Starlette's
-    pattern would let such a path fall through to the HTML pages' 404)."""
-    prefix = Mount(PREFIX, app=create_api(gateway))
-    prefix.path_regex = re.compile(prefix.path_regex.pattern, re.DOTALL)
-    return prefix
+class ApiPath(Convertor[str]):
+    """Starlette's `path` with line breaks too: a path holding one still belongs to the API
+    and is answered in JSON, not by the HTML pages' 404."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("api_path", ApiPath())
+
+
+class Prefixed:
+    """The API app seen from under PREFIX, as a Mount places an app: its routes match the
+    rest of the path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inner: dict[str, Any] = {**scope, "root_path": scope.get("root_path", "") + PREFIX}
+        inner["path_params"] = {k: v for k, v in scope["path_params"].items() if k != "rest"}
+        await self.app(inner, receive, send)
+
+
+def mount(gateway: Gateway) -> Route:
+    """/api/v1 and everything under it, line breaks in the path included."""
+    return Route(PREFIX + "/{rest:api_path}", Prefixed(create_api(gateway)))
 
 
 def create_api(gateway: Gateway) -> Starlette:

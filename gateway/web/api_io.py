@@ -7,13 +7,14 @@ import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..core import Gateway
-from .schemas import MAX_PAGE, REQUESTS
-from .validate import MAX_INTEGER, Invalid, check_depth, check_text, validate
+from .checks import depth_problem, describe, scalar_problem, text_problem
+from .models import MAX_INTEGER, MAX_PAGE, Body
 
 # Room for html and text at their longest even when every character is sent as a \u escape.
 MAX_JSON = 16 * 1024 * 1024
@@ -81,8 +82,11 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def json_body(request: Request, schema: str, *, required: bool = True) -> dict[str, Any]:
-    """The body as a JSON object that matches its published schema, or an ApiError."""
+async def json_body(
+    request: Request, model: type[Body], *, required: bool = True
+) -> dict[str, Any]:
+    """The fields of a JSON object body that `model` (its published schema) accepts, as
+    sent: a field left out is not in the answer. Anything else is an ApiError."""
     raw = await read_body(request, MAX_JSON, "application/json")
     if not raw:
         if required:
@@ -94,17 +98,16 @@ async def json_body(request: Request, schema: str, *, required: bool = True) -> 
         fail(400, "the body is not UTF-8")
     except (ValueError, RecursionError) as exc:
         fail(400, f"the body is not valid JSON: {exc}")
-    try:
-        check_depth(data)
-    except Invalid as exc:
-        fail(400, str(exc))
+    if problem := depth_problem(data):
+        fail(400, problem)
     if not isinstance(data, dict):
         fail(422, "the body must be a JSON object")
+    if problem := scalar_problem(data):
+        fail(422, problem)
     try:
-        validate(data, REQUESTS[schema])
-    except Invalid as exc:
-        fail(422, str(exc))
-    return data
+        return model.model_validate(data).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        fail(422, describe(exc.errors(include_url=False), model))
 
 
 async def no_body(request: Request) -> None:
@@ -142,10 +145,8 @@ def query(request: Request, *allowed: str) -> QueryParams:
         names = ", ".join(repr(k[:60]) for k in unknown[:10])
         fail(422, f"unknown query parameter{'s' if len(unknown) > 1 else ''}: {names}")
     for key, value in params.multi_items():
-        try:
-            check_text(value, key)
-        except Invalid as exc:
-            fail(422, str(exc))
+        if problem := text_problem(value, key):
+            fail(422, problem)
     return params
 
 

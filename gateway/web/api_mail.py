@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from .. import addresses
 from ..errors import InvalidInput
 from .api_io import audit, fail, gateway, json_body, no_body, path_id, query
+from .models import CampaignCreate, CampaignSend, MessageCreate, PolicyPublish
 
 # -- messages ------------------------------------------------------------------------------------
 
@@ -21,7 +22,7 @@ from .api_io import audit, fail, gateway, json_body, no_body, path_id, query
 async def send_message(request: Request) -> Response:
     """The same path as `Gateway.send`: 202 when queued, 200 when suppressed or blocked."""
     gw = gateway(request)
-    data = await json_body(request, "MessageCreate")
+    data = await json_body(request, MessageCreate)
     result = await gw.send(
         data["to"],
         data["subject"],
@@ -63,7 +64,7 @@ async def campaigns(request: Request) -> Response:
     if request.method == "GET":
         query(request)
         return JSONResponse(await gw.store.list_campaigns())
-    data = await json_body(request, "CampaignCreate")
+    data = await json_body(request, CampaignCreate)
     campaign_id = await gw.campaigns.create(
         name=data["name"],
         topic=data["topic"],
@@ -92,7 +93,7 @@ def _moment(value: Any) -> float | None:
 
 
 async def publish_policy(request: Request) -> Response:
-    data = await json_body(request, "PolicyPublish")
+    data = await json_body(request, PolicyPublish)
     report = await gateway(request).publish_policy(
         data["version"], data["text"], bool(data.get("adverse", False))
     )
@@ -101,7 +102,7 @@ async def publish_policy(request: Request) -> Response:
 
 async def send_campaign(request: Request) -> Response:
     gw = gateway(request)
-    data = await json_body(request, "CampaignSend", required=False)
+    data = await json_body(request, CampaignSend, required=False)
     campaign_id = path_id(request, "campaign")
     at = _moment(data.get("at"))
     await gw.campaigns.get(campaign_id)  # NotFound first

@@ -18,6 +18,7 @@ from ..core import check_profile_text
 from ..errors import InvalidInput, NotFound, StoreError
 from ..records import Contact
 from .api_io import audit, csv_body, fail, gateway, json_body, paging, path_id, query
+from .models import ContactCreate, ContactUpdate, SuppressionCreate, TopicCreate
 
 PROFILE = (("name", "name"), ("phone", "phone"), ("address", "postal_address"))
 REASON = re.compile(r"[a-z0-9_-]{1,32}")
@@ -101,7 +102,7 @@ async def contacts(request: Request) -> Response:
 
 async def create_contact(request: Request) -> Response:
     gw = gateway(request)
-    data = await json_body(request, "ContactCreate")
+    data = await json_body(request, ContactCreate)
     email = addresses.normalize(data["email"])
     existing = await gw.store.get_contact(email)
     if existing is not None:
@@ -134,7 +135,7 @@ async def get_contact(request: Request) -> Response:
 
 async def update_contact(request: Request) -> Response:
     gw = gateway(request)
-    data = await json_body(request, "ContactUpdate")
+    data = await json_body(request, ContactUpdate)
     target = await _contact(request)
     for key, _ in PROFILE:
         check_profile_text(key, data.get(key))
@@ -233,7 +234,7 @@ async def topics(request: Request) -> Response:
         return JSONResponse(
             [topic_json(t.slug, t.name, t.double_opt_in, n) for t, n in await gw.topics()]
         )
-    data = await json_body(request, "TopicCreate")
+    data = await json_body(request, TopicCreate)
     if await gw.store.get_topic(data["slug"]) is not None:
         fail(409, f"topic {data['slug']!r} already exists")
     try:
@@ -276,7 +277,7 @@ async def suppressions(request: Request) -> Response:
                 "next": rows[limit - 1]["id"] if len(rows) > limit else None,
             }
         )
-    data = await json_body(request, "SuppressionCreate")
+    data = await json_body(request, SuppressionCreate)
     email = addresses.normalize(data["email"])
     added = await gw.suppress(
         email, reason=_reason(data.get("reason", "manual")), scope=data.get("scope"), source="api"
