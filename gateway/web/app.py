@@ -18,11 +18,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core import Gateway
-from ..errors import InvalidInput
+from ..errors import Conflict, InvalidInput
+from ..i18n import N_, gettext
 from ..resources import TEMPLATES
 from ..tokens import InvalidToken
 from . import api, openapi, pages, subscribe
-from .i18n import CATALOG
 
 log = logging.getLogger("gateway.web")
 
@@ -75,15 +75,14 @@ async def healthz(request: Request) -> JSONResponse:
 async def invalid_token(request: Request, exc: Exception) -> Response:
     # Nothing changes for anyone; the person is offered a way to get a fresh link.
     lang = pages.lang_of(request)
-    t = CATALOG[lang]
     return pages.page(
         request,
         "message.html",
         lang,
-        "invalid_title",
+        "This link is not valid",
         status=404 if "unknown" in str(exc) else 400,
-        paragraphs=[t["invalid_body"]],
-        link={"href": f"/manage?lang={lang}", "text": t["invalid_manage"]},
+        paragraphs=[gettext(lang, "This link is not valid or has expired. Nothing was changed.")],
+        link={"href": f"/manage?lang={lang}", "text": gettext(lang, "Get a new link")},
     )
 
 
@@ -91,18 +90,28 @@ async def bad_request(request: Request, exc: Exception) -> Response:
     lang = pages.lang_of(request)
     status = getattr(exc, "status", 400)
     # The person's language first; the detail (for whoever debugs a mail client) after it.
-    paragraphs = [CATALOG[lang]["bad_request_body"], str(exc)]
+    paragraphs = [
+        gettext(lang, "The form that was sent could not be used. Nothing was changed."),
+        str(exc),
+    ]
     return pages.page(
-        request, "message.html", lang, "bad_request_title", status=status, paragraphs=paragraphs
+        request, "message.html", lang, "Bad request", status=status, paragraphs=paragraphs
     )
+
+
+async def conflict(request: Request, exc: Exception) -> Response:
+    # Understood, but it clashes with what is already there: 409, not a malformed request.
+    response = await bad_request(request, exc)
+    response.status_code = 409
+    return response
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     lang = pages.lang_of(request)
-    key = "not_found_title" if exc.status_code == 404 else "bad_request_title"
+    title = N_("Page not found") if exc.status_code == 404 else N_("Bad request")
     return pages.page(
-        request, "message.html", lang, key, status=exc.status_code, paragraphs=[str(exc.detail)]
+        request, "message.html", lang, title, status=exc.status_code, paragraphs=[str(exc.detail)]
     )
 
 
@@ -161,6 +170,7 @@ def create_app(
             InvalidToken: invalid_token,
             pages.BadRequest: bad_request,
             InvalidInput: bad_request,
+            Conflict: conflict,
             HTTPException: http_error,
         },
     )

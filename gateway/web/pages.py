@@ -20,12 +20,31 @@ from starlette.responses import HTMLResponse, Response
 from .. import addresses
 from ..core import Gateway
 from ..errors import InvalidAddress
+from ..i18n import N_, gettext
 from ..records import Contact
 from ..resources import TEMPLATES
-from .i18n import CATALOG, pick_language
+from .i18n import install_gettext, pick_language
 
 MAX_FORM_BYTES = 16 * 1024
 PURPOSES = ("export", "erase")
+MANAGE_TITLE = N_("Get a link to your email preferences")
+# What the confirm page of each purpose says: its title, what the button does, the button.
+CONFIRM_WORDS = {
+    "export": (
+        N_("Download your data"),
+        N_("Press the button to download everything we hold about you (JSON)."),
+        N_("Download my data"),
+    ),
+    "erase": (
+        N_("Delete your data"),
+        N_(
+            "Press the button to delete everything we hold about you, now. This cannot be"
+            " undone; your address will never receive our email again unless you sign up"
+            " yourself."
+        ),
+        N_("Delete my data"),
+    ),
+}
 
 env = jinja2.Environment(
     auto_reload=False,
@@ -33,6 +52,7 @@ env = jinja2.Environment(
     autoescape=True,
     trim_blocks=True,
 )
+install_gettext(env)
 
 
 class BadRequest(Exception):
@@ -44,15 +64,14 @@ class BadRequest(Exception):
 
 
 def page(
-    request: Request, template: str, lang: str, title_key: str, status: int = 200, **ctx: Any
+    request: Request, template: str, lang: str, title: str, status: int = 200, **ctx: Any
 ) -> HTMLResponse:
+    """The page `template` in `lang`, headed by the msgid `title` translated."""
     gw: Gateway = request.app.state.gateway
-    t = CATALOG[lang]
     other = "en" if lang == "vi" else "vi"
     html = env.get_template(template).render(
         lang=lang,
-        t=t,
-        title=t[title_key],
+        title=gettext(lang, title),
         sender=gw.settings.sender_name,
         switch_url=f"{own_path(request.url.path)}?lang={other}",
         **ctx,
@@ -131,7 +150,7 @@ async def unsubscribe(request: Request) -> Response:
             request,
             "unsubscribe.html",
             lang,
-            "unsubscribe_title",
+            "Unsubscribe from promotional email",
             action=request.url.path,
             preferences_url=preferences_url,
         )
@@ -144,7 +163,7 @@ async def unsubscribe(request: Request) -> Response:
         request,
         "unsubscribed.html",
         lang,
-        "unsubscribed_title",
+        "You are unsubscribed from promotional email",
         changed=changed,
         preferences_url=preferences_url,
     )
@@ -191,7 +210,7 @@ async def preferences(request: Request) -> Response:
         request,
         "preferences.html",
         lang_of(request, contact) if lang else contact.language,
-        "preferences_title",
+        "Email preferences",
         view=view,
         saved=saved,
         confirmation=confirmation,
@@ -213,7 +232,15 @@ async def request_data(request: Request) -> Response:
         return too_many(request, lang)
     await gw.preferences.request(contact, purpose)
     return page(
-        request, "message.html", lang, "sent_title", paragraphs=[CATALOG[lang]["sent_body"]]
+        request,
+        "message.html",
+        lang,
+        "Check your inbox",
+        paragraphs=[
+            gettext(
+                lang, "We sent a confirmation link to your email address. It works for one hour."
+            )
+        ],
     )
 
 
@@ -225,15 +252,15 @@ async def confirm_data(request: Request) -> Response:
         raise HTTPException(404, "no such page")
     contact = await gw.preferences.contact(purpose, request.path_params["token"])
     lang = lang_of(request, contact)
-    t = CATALOG[lang]
+    title, body, button = CONFIRM_WORDS[purpose]
     if request.method in SAFE_METHODS:
         return page(
             request,
             "confirm.html",
             lang,
-            f"confirm_{purpose}_title",
-            body=t[f"confirm_{purpose}_body"],
-            button=t[f"{purpose}_button"],
+            title,
+            body=gettext(lang, body),
+            button=gettext(lang, button),
             action=request.url.path,
             danger=purpose == "erase",
         )
@@ -246,7 +273,14 @@ async def confirm_data(request: Request) -> Response:
             headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
         )
     await gw.preferences.erase(contact)
-    return page(request, "message.html", lang, "erased_title", paragraphs=[t["erased_body"]])
+    paragraphs = [
+        gettext(
+            lang,
+            "We deleted your profile and data. We keep only a hash of your email address so"
+            " that we never email you again.",
+        )
+    ]
+    return page(request, "message.html", lang, "Your data is deleted", paragraphs=paragraphs)
 
 
 # -- /manage: a fresh link by email ----------------------------------------------------------
@@ -277,7 +311,7 @@ async def manage(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     lang = lang_of(request)
     if request.method in SAFE_METHODS:
-        return page(request, "manage.html", lang, "manage_title")
+        return page(request, "manage.html", lang, MANAGE_TITLE)
     form = await read_form(request)
     limits = request.app.state.manage_limits
     if not limits["client"].allow(client_ip(request) or "?"):
@@ -285,26 +319,35 @@ async def manage(request: Request) -> Response:
     try:
         email = addresses.normalize(str(form.get("email") or ""))
     except InvalidAddress as exc:
-        error = f"{CATALOG[lang]['email_invalid']} ({exc})"
-        return page(request, "manage.html", lang, "manage_title", status=400, error=error)
+        error = f"{gettext(lang, 'This email address is not valid.')} ({exc})"
+        return page(
+            request,
+            "manage.html",
+            lang,
+            MANAGE_TITLE,
+            status=400,
+            error=error,
+        )
     # Known and unknown addresses count alike, so a 429 tells nothing either.
     if not limits["address"].allow(email):
         return too_many(request, lang)
     # The same answer whether or not the address is known, and at the same moment: the
     # lookup and the mail happen after the answer has gone.
-    response = page(request, "manage.html", lang, "manage_title", sent=True)
+    response = page(request, "manage.html", lang, MANAGE_TITLE, sent=True)
     response.background = BackgroundTask(gw.preferences.send_preferences_link, email)
     return response
 
 
 def too_many(request: Request, lang: str) -> Response:
-    t = CATALOG[lang]
     return page(
         request,
         "message.html",
         lang,
-        "too_many_title",
+        "Too many requests",
         status=429,
-        paragraphs=[t["too_many_body"]],
-        link={"href": f"/manage?lang={lang}", "text": t["manage_title"]},
+        paragraphs=[gettext(lang, "Please try again in a few minutes.")],
+        link={
+            "href": f"/manage?lang={lang}",
+            "text": gettext(lang, MANAGE_TITLE),
+        },
     )

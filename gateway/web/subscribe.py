@@ -18,12 +18,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..catalog import local_time
 from ..content import is_first_party
 from ..core import Gateway
 from ..errors import InvalidInput, NotFound
-from ..preferences import local_time
+from ..i18n import LANGUAGES, gettext
 from ..signup import SignupRequest
-from .i18n import CATALOG
 from .pages import SAFE_METHODS, RateLimit, client_ip, lang_of, page, read_form, too_many
 
 
@@ -76,10 +76,10 @@ async def _form_page(request: Request, lang: str, *, status: int = 200, **ctx: A
         request,
         "subscribe.html",
         lang,
-        "subscribe_title",
+        "Sign up for our email",
         status=status,
         topics=await gw.store.all_topics(),
-        policy_version=await gw.policies.current_version(),
+        policy_version=await gw.consent.policy_version(),
         **ctx,
     )
 
@@ -91,15 +91,25 @@ async def subscribe(request: Request) -> Response:
         return await _form_page(request, lang)
     foreign = foreign_origin(request)
     if foreign is not None:
-        t = CATALOG[lang]
         return page(
             request,
             "message.html",
             lang,
-            "cross_site_title",
+            "This form cannot be sent from another website",
             status=403,
-            paragraphs=[t["cross_site_body"].format(host=foreign, sender=gw.settings.sender_name)],
-            link={"href": f"/subscribe?lang={lang}", "text": t["subscribe_title"]},
+            paragraphs=[
+                gettext(
+                    lang,
+                    "The sign-up form was sent from %(host)s, which is not %(sender)s's own"
+                    " website; nothing was changed. Please sign up on our own page.",
+                    host=foreign,
+                    sender=gw.settings.sender_name,
+                )
+            ],
+            link={
+                "href": f"/subscribe?lang={lang}",
+                "text": gettext(lang, "Sign up for our email"),
+            },
         )
     form = await read_form(request)
     limits = _limits(request)
@@ -117,7 +127,7 @@ async def subscribe(request: Request) -> Response:
         )
     except InvalidInput as exc:
         # Nothing is written; the form comes back with the reason (and no box ticked).
-        error = f"{CATALOG[lang]['subscribe_invalid']} ({exc})"
+        error = f"{gettext(lang, 'This form could not be used; nothing was changed.')} ({exc})"
         return await _form_page(
             request, lang, status=400, error=error, email=email[:320], name=name[:200]
         )
@@ -127,13 +137,20 @@ async def subscribe(request: Request) -> Response:
     # The same answer whether or not the address is known or a confirmation is sent, and at
     # the same moment: the lookup and the mail happen after the answer has gone.
     answer_lang = signup.language or lang
-    t = CATALOG[answer_lang]
     response = page(
         request,
         "message.html",
         answer_lang,
-        "subscribe_done_title",
-        paragraphs=[t["subscribe_done_body"], t["subscribe_done_sent"]],
+        "Thank you for signing up",
+        paragraphs=[
+            gettext(answer_lang, "We have recorded your request."),
+            gettext(
+                answer_lang,
+                "If this address can receive our email, a confirmation link has just been sent"
+                " to it: the emails start only when you press the button on that link's page"
+                " (it works for 7 days). If you do not see it, look in your spam folder.",
+            ),
+        ],
     )
     response.background = BackgroundTask(_sign_up_later, gw, signup, client_ip(request))
     return response
@@ -144,31 +161,51 @@ async def confirm_subscription(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     pending = await gw.signups.pending(request.path_params["token"])
     lang = lang_of(request, pending.contact) if pending.contact else pending.language
-    if request.query_params.get("lang") in CATALOG:
+    if request.query_params.get("lang") in LANGUAGES:
         lang = request.query_params["lang"]
-    t = CATALOG[lang]
     if request.method in SAFE_METHODS:
         topics = ", ".join(topic.name for topic in pending.topics)
         sender = gw.settings.sender_name
         body = (
-            t["confirm_subscribe_body"].format(sender=sender, topics=topics)
+            gettext(
+                lang,
+                "Press the button to start receiving email from %(sender)s about: %(topics)s.",
+                sender=sender,
+                topics=topics,
+            )
             if topics
-            else t["confirm_resubscribe_body"].format(sender=sender)
+            else gettext(
+                lang,
+                "Press the button to receive promotional email from %(sender)s again.",
+                sender=sender,
+            )
         )
         return page(
             request,
             "confirm.html",
             lang,
-            "confirm_subscribe_title",
+            "Confirm your subscription",
             body=body,
-            button=t["confirm_subscribe_button"],
+            button=gettext(lang, "Confirm my subscription"),
             action=request.url.path,
             danger=False,
         )
     await read_form(request)
     changed = await gw.signups.confirm(pending, ip=client_ip(request))
-    paragraphs = [t["confirmed_body"]] + ([] if changed else [t["confirmed_again"]])
-    return page(request, "message.html", lang, "confirmed_title", paragraphs=paragraphs)
+    paragraphs = [
+        gettext(
+            lang,
+            "Thank you. You can change your choices or refuse at any time with the link at the"
+            " end of every email.",
+        )
+    ]
+    if not changed:
+        paragraphs.append(
+            gettext(lang, "This subscription was already confirmed; nothing changed.")
+        )
+    return page(
+        request, "message.html", lang, "Your subscription is confirmed", paragraphs=paragraphs
+    )
 
 
 async def policy(request: Request) -> Response:
@@ -180,7 +217,7 @@ async def policy(request: Request) -> Response:
         try:
             current: dict[str, Any] | None = await gw.policies.get(version)
         except NotFound:
-            raise HTTPException(404, CATALOG[lang]["not_found_title"]) from None
+            raise HTTPException(404, gettext(lang, "Page not found")) from None
     else:
         current = await gw.policies.current()
     if current is None:
@@ -188,7 +225,7 @@ async def policy(request: Request) -> Response:
             request,
             "policy.html",
             lang,
-            "policy_title",
+            "Privacy policy",
             policy=None,
             version=gw.settings.policy_version,
         )
@@ -199,7 +236,7 @@ async def policy(request: Request) -> Response:
         request,
         "policy.html",
         lang,
-        "policy_title",
+        "Privacy policy",
         policy=current,
         when=local_time(current["published_at"], lang),
         paragraphs=[p for p in paragraphs if p],
