@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from . import addresses, mime
+from . import addresses, mime, render_threads
+from .catalog import SUBJECTS, local_time, mail_language
 from .config import Settings
 from .errors import InvalidMessage, MessageRefused, UnknownTopic
 from .policy import CATEGORIES, decide
-from .records import Contact, Topic
-from .render import DROPPED, RESERVED, Draft, OutOfTime, Rendered, Renderer
+from .records import Contact, OutboxItem, Topic
+from .render import DROPPED, RESERVED, Draft, Rendered, Renderer
 from .store import Store
 from .tokens import Signer
 
-# Renders (templates and the content scan) run off the event loop in this many threads,
-# shared by every gateway of the process: hostile requests wait for one, they cannot add
-# threads; a render still waiting when its time is up is dropped unstarted.
-RENDER_THREADS = 4
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _render_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="gateway-render")
-        return _pool
+# Mail that asks an address to confirm a sign-up: rendered from its own context (the
+# address may belong to no contact yet), never from anything the form's author typed.
+CONFIRMATIONS = ("confirm", "resubscribe")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,36 +113,9 @@ class Accepter:
     ) -> list[Rendered]:
         """Several messages in one trip to a render thread (a campaign's page), each with
         GATEWAY_RENDER_TIMEOUT of its own."""
-        if not items:
-            return []
-        timeout = self.settings.render_timeout
-        given_up = threading.Event()
-
-        def job() -> list[Rendered]:
-            done = []
-            for draft, contact, attributes in items:
-                if given_up.is_set():
-                    break
-                deadline = time.monotonic() + timeout
-                done.append(
-                    self.renderer.render(
-                        draft, contact, attributes, message_id=message_id, deadline=deadline
-                    )
-                )
-            return done
-
-        loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(_render_pool(), job), timeout * len(items)
-            )
-        except (TimeoutError, OutOfTime):
-            raise OutOfTime(
-                f"the message took longer than {timeout:g} s to render and check, so it was"
-                " not accepted: shorten its loops and its body (or raise GATEWAY_RENDER_TIMEOUT)"
-            ) from None
-        finally:
-            given_up.set()
+        return await render_threads.render_many(
+            self.renderer, self.settings.render_timeout, items, message_id
+        )
 
     def _check_body(self, what: str, body: str | None) -> None:
         limit = self.settings.max_body_bytes
@@ -236,6 +196,50 @@ class Accepter:
             template=template,
             context=json.dumps(dict(context)),
         )
+
+    def own_mail(
+        self,
+        to: str,
+        kind: str,
+        language: object,
+        context: Mapping[str, Any],
+        *,
+        category: str = "transactional",
+        idempotency_key: str | None = None,
+    ) -> SendRequest:
+        """A mail the gateway writes itself (a refusal's confirmation, a link, a policy
+        notice): its subject and text of `kind` in the person's language."""
+        lang = mail_language(language)
+        return SendRequest(
+            to=to,
+            subject=SUBJECTS[kind][lang],
+            text=self.renderer.mail_text(lang, kind),
+            category=category,
+            context={**context, "sender_name": self.settings.sender_name},
+            idempotency_key=idempotency_key,
+        )
+
+    async def render_queued(self, item: OutboxItem) -> bytes:
+        """Render a message queued as a template (see `queue_template`) just before its
+        delivery: the worker's `render`."""
+        kind = item.template or ""
+        context = json.loads(item.context or "{}")
+        contact = None
+        if kind in CONFIRMATIONS and item.email:
+            language = context.get("lang")
+            context = {"link": context["link"], "topics": list(context.get("topics") or [])}
+        else:
+            contact = await self.store.get_contact(item.email) if item.email else None
+            if contact is None or kind not in SUBJECTS:
+                raise ValueError(f"cannot render {item.template!r} for this row")
+            language = contact.language
+            if "received_at" in context:
+                context["received_at"] = local_time(float(context["received_at"]), language)
+        draft = await self.draft(self.own_mail(item.email or "", kind, language, context))
+        rendered = self.renderer.render(draft, contact, {}, message_id=item.message_id)
+        if rendered.findings:
+            raise ValueError("the template holds third-party content")
+        return rendered.raw
 
     def queue(
         self,

@@ -20,8 +20,8 @@ from email.utils import getaddresses
 from . import bounces
 from .bounces import Event
 from .config import Settings
+from .consent import Consent
 from .errors import GatewayError
-from .preferences import PreferenceCenter
 from .store import Store
 from .tokens import Signer
 
@@ -50,12 +50,12 @@ class Feedback:
         settings: Settings,
         store: Store,
         signer: Signer,
-        preferences: PreferenceCenter,
+        consent: Consent,
     ) -> None:
         self.settings = settings
         self.store = store
         self.signer = signer
-        self.preferences = preferences
+        self.consent = consent
         local, _, domain = settings.bounce_address.partition("@")
         self.bounce_local, self.bounce_domain = local, domain
 
@@ -148,13 +148,13 @@ class Feedback:
         who = f"address {self.signer.address_hash(e.email)[:16]} (kept as a keyed hash only)"
         if e.kind in ("hard", "complaint"):
             hard = e.kind == "hard"
-            added = await self.store.add_suppression(
-                email=None,
-                email_hash=self.signer.address_hash(e.email),
+            added = await self.consent.suppress_address(
+                e.email,
                 scope="all" if hard else "marketing",
                 reason="hard_bounce" if hard else "complaint",
                 source=e.source,
                 now=now,
+                withheld=True,
             )
             what = f"hard bounce {e.status or ''}".rstrip() if hard else "complaint"
             return [f"suppressed {who}: {what}"] if added else []
@@ -170,22 +170,14 @@ class Feedback:
         return []
 
     async def _suppress(self, email: str, scope: str, reason: str, source: str, now: float) -> bool:
-        return await self.preferences.suppress_address(
+        return await self.consent.suppress_address(
             email, scope=scope, reason=reason, source=source, now=now
         )
 
     async def _record_opt_out(self, email: str, now: float) -> None:
         contact = await self.store.get_contact(email)
         if contact is not None:
-            await self.store.record_consent(
-                contact,
-                subject=self.signer.address_hash(email),
-                action="opt_out",
-                source="complaint",
-                policy_version=await self.preferences.policy_version(),
-                now=now,
-                ip=None,
-            )
+            await self.consent.record(contact, "opt_out", source="complaint", now=now)
 
     # -- inbound mail ---------------------------------------------------------------------------
 
@@ -287,14 +279,14 @@ class Feedback:
         if not token:
             return Ingested("refusal", reason="no unsubscribe token in the subject or body")
         try:
-            contact = await self.preferences.contact("unsubscribe", token)
+            contact = await self.consent.link_holder("unsubscribe", token)
         except GatewayError as exc:
             return Ingested("refusal", reason=str(exc))
         if sender != contact.email:
             return Ingested(
                 "refusal", reason="the sender is not the address the message was sent to"
             )
-        changed = await self.preferences.refuse(contact, source="email", reason="email")
+        changed = await self.consent.refuse(contact, source="email", reason="email")
         action = f"refusal by email from {contact.email}" + ("" if changed else " (already)")
         return Ingested("refusal", actions=[action])
 

@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import addresses
-from .accept import Accepter, Prepared, SendRequest
-from .config import Settings
-from .records import Contact, OutboxItem, Topic
-from .store import Store
-from .tokens import InvalidToken, Signer
+from .catalog import LANGUAGES, local_time
+from .consent import ConsentingService
+from .records import Contact, Topic
 
 log = logging.getLogger("gateway.preferences")
-
-VIETNAM = timezone(timedelta(hours=7))
-
-SUBJECTS = {
-    "refusal": {
-        "vi": "Xác nhận: bạn đã từ chối nhận thư quảng cáo",
-        "en": "Confirmation: you will receive no more promotional email",
-    },
-    "export": {"vi": "Xác nhận tải dữ liệu của bạn", "en": "Confirm the download of your data"},
-    "erase": {"vi": "Xác nhận xóa dữ liệu của bạn", "en": "Confirm the deletion of your data"},
-    "preferences": {
-        "vi": "Liên kết quản lý tùy chọn nhận thư",
-        "en": "Your email preferences link",
-    },
-    "confirm": {"vi": "Xác nhận đăng ký nhận thư", "en": "Please confirm your subscription"},
-    "resubscribe": {
-        "vi": "Xác nhận nhận lại thư của chúng tôi",
-        "en": "Please confirm you want our email again",
-    },
-}
-
-# Mail that asks an address to confirm a sign-up: rendered from its own context (the
-# address may belong to no contact yet), never from anything the form's author typed.
-CONFIRMATIONS = ("confirm", "resubscribe")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,99 +43,25 @@ class PreferenceUpdate:
     topics: tuple[Topic, ...] = ()
 
 
-def local_time(ts: float, language: str) -> str:
-    moment = datetime.fromtimestamp(ts, VIETNAM)
-    if language == "vi":
-        return moment.strftime("%H:%M:%S ngày %d/%m/%Y (giờ Việt Nam, UTC+7)")
-    return moment.strftime("%d %B %Y at %H:%M:%S (Vietnam time, UTC+7)")
-
-
-class PreferenceCenter:
-    def __init__(
-        self, settings: Settings, store: Store, signer: Signer, accepter: Accepter
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.signer = signer
-        self.accepter = accepter
-
+class PreferenceCenter(ConsentingService):
     # -- tokens ----------------------------------------------------------------------------
 
     async def contact(self, purpose: str, token: str) -> Contact:
         """The contact a link names; `InvalidToken` when tampered, expired, of another
         purpose, or naming someone no longer here."""
-        payload = self.signer.verify(purpose, token)
-        uid = payload[0] if isinstance(payload, list) and payload else payload
-        contact = await self.store.get_contact_by_uid(uid) if isinstance(uid, str) else None
-        if contact is None:
-            raise InvalidToken("unknown")
-        return contact
+        return await self.consent.link_holder(purpose, token)
 
     def link(self, purpose: str, contact: Contact) -> str:
         path = {"preferences": "preferences", "export": "confirm/export", "erase": "confirm/erase"}
         return f"{self.settings.base_url}/{path[purpose]}/{self.signer.sign(purpose, contact.uid)}"
-
-    async def policy_version(self) -> str:
-        """The privacy policy version consents are recorded under now (promise 10): the
-        one published last (`gateway policy publish`), else GATEWAY_POLICY_VERSION."""
-        return await self.store.current_policy_version(self.settings.policy_version)
 
     # -- refusal ---------------------------------------------------------------------------
 
     async def refuse(
         self, contact: Contact, *, source: str, ip: str | None = None, reason: str = "unsubscribe"
     ) -> bool:
-        """Stop all promotional mail to this person now (OC-5, ST-1): the suppression is
-        committed before this returns, and the worker checks it before every hand-over.
-        The first refusal is confirmed by one email (ST-2), queued in the same transaction;
-        a repeated one changes nothing."""
-        now = time.time()
-        hashes = self.signer.address_hashes(contact.email)
-        # ST-2's confirmation is queued as what renders it (the worker renders it at
-        # dispatch): this request only writes rows, inside one short transaction.
-        lang = contact.language if contact.language in ("vi", "en") else "vi"
-        confirmation = self.accepter.queue_template(
-            contact,
-            template="refusal",
-            subject=SUBJECTS["refusal"][lang],
-            context={"received_at": now},
-        )
-        async with self.store.transaction():
-            added = await self.store.add_suppression(
-                email=contact.email,
-                email_hash=hashes[0],
-                scope="marketing",
-                reason=reason,
-                source=source,
-                now=now,
-            )
-            if not added:
-                return False
-            await self.store.record_consent(
-                contact,
-                subject=hashes[0],
-                action="opt_out",
-                source=source,
-                policy_version=await self.policy_version(),
-                now=now,
-                ip=ip,
-            )
-            await self.accepter.commit(confirmation)
-        return True
-
-    async def suppress_address(
-        self, email: str, *, scope: str, reason: str, source: str, now: float
-    ) -> bool:
-        """Add one suppression under the address's keyed hash; False when it already stood.
-        Call inside a transaction."""
-        return await self.store.add_suppression(
-            email=email,
-            email_hash=self.signer.address_hash(email),
-            scope=scope,
-            reason=reason,
-            source=source,
-            now=now,
-        )
+        """The person's own refusal of all promotional mail (ST-1, ST-2): `Consent.refuse`."""
+        return await self.consent.refuse(contact, source=source, ip=ip, reason=reason)
 
     # -- the preference page ---------------------------------------------------------------
 
@@ -186,7 +84,7 @@ class PreferenceCenter:
             ],
             stopped_all=any(s.scope == "marketing" for s in standing.suppressions),
             history=history,
-            policy_version=await self.policy_version(),
+            policy_version=await self.consent.policy_version(),
             refused_topics=frozenset(
                 s.topic_id
                 for s in standing.suppressions
@@ -209,7 +107,6 @@ class PreferenceCenter:
         a preference link may have been forwarded, so the refusal is lifted only by the
         link mailed to the person (the result says which topics it names)."""
         now = time.time()
-        hashes = self.signer.address_hashes(contact.email)
         current = await self.view(contact)
         if stop_all and not current.stopped_all:
             await self.refuse(contact, source="preferences", ip=ip)
@@ -217,14 +114,13 @@ class PreferenceCenter:
         to_confirm: list[Topic] = []
         async with self.store.transaction():
             if lift_all:
-                await self.store.record_consent(
+                await self.consent.record(
                     contact,
-                    subject=hashes[0],
-                    action="opt_in",
+                    "opt_in",
                     source="preferences",
-                    policy_version=current.policy_version,
                     now=now,
                     ip=ip,
+                    version=current.policy_version,
                 )
             for choice in current.topics:
                 wanted = choice.topic.slug in topics
@@ -240,17 +136,16 @@ class PreferenceCenter:
                     status = "unsubscribed"
                 else:
                     continue
-                await self.store.set_subscription(
+                await self.consent.set_subscription(
                     contact,
                     choice.topic,
                     status,
-                    subject=hashes[0],
                     source="preferences",
-                    policy_version=current.policy_version,
                     now=now,
                     ip=ip,
+                    version=current.policy_version,
                 )
-            if language in ("vi", "en") and language != contact.language:
+            if language in LANGUAGES and language != contact.language:
                 await self.store.set_language(contact.id, language, now)
         updated = await self.store.get_contact_by_uid(contact.uid)
         assert updated is not None
@@ -277,63 +172,11 @@ class PreferenceCenter:
         return await self.store.export(contact.email, contact)
 
     async def erase(self, contact: Contact) -> None:
-        await self.erase_address(contact.email, contact)
-
-    async def erase_address(self, email: str, contact: Contact | None) -> None:
-        hashes = self.signer.address_hashes(email)
+        hashes = self.signer.address_hashes(contact.email)
         async with self.store.transaction():
-            await self.store.erase(email, contact, hashes, time.time())
-
-    async def render_queued(self, item: OutboxItem) -> bytes:
-        """Render a message queued as a template (see Accepter.queue_template)."""
-        context = json.loads(item.context or "{}")
-        if item.template in CONFIRMATIONS and item.email:
-            return await self._render_confirmation(item, item.template, context)
-        contact = await self.store.get_contact(item.email) if item.email else None
-        if contact is None or item.template not in SUBJECTS:
-            raise ValueError(f"cannot render {item.template!r} for this row")
-        if "received_at" in context:
-            context["received_at"] = local_time(float(context["received_at"]), contact.language)
-        draft = await self.accepter.draft(self._request(contact, item.template, context))
-        rendered = self.accepter.renderer.render(draft, contact, {}, message_id=item.message_id)
-        if rendered.findings:
-            raise ValueError("the template holds third-party content")
-        return rendered.raw
-
-    async def _render_confirmation(
-        self, item: OutboxItem, kind: str, context: dict[str, Any]
-    ) -> bytes:
-        lang = str(context["lang"]) if context.get("lang") in ("vi", "en") else "vi"
-        request = SendRequest(
-            to=item.email or "",
-            subject=SUBJECTS[kind][lang],
-            text=self.accepter.renderer.mail_text(lang, kind),
-            category="transactional",
-            context={
-                "link": context["link"],
-                "topics": list(context.get("topics") or []),
-                "sender_name": self.settings.sender_name,
-            },
-        )
-        draft = await self.accepter.draft(request)
-        rendered = self.accepter.renderer.render(draft, None, {}, message_id=item.message_id)
-        if rendered.findings:
-            raise ValueError("the template holds third-party content")
-        return rendered.raw
+            await self.store.erase(contact.email, contact, hashes, time.time())
 
     async def _mail_to(self, contact: Contact, kind: str, context: dict[str, Any]) -> None:
-        await self.accepter.commit(await self._prepare_mail(contact, kind, context))
-
-    async def _prepare_mail(self, contact: Contact, kind: str, context: dict[str, Any]) -> Prepared:
         # A suppression for all mail (a hard bounce, say) stops even these; that is fine.
-        return await self.accepter.prepare([self._request(contact, kind, context)])
-
-    def _request(self, contact: Contact, kind: str, context: dict[str, Any]) -> SendRequest:
-        lang = contact.language if contact.language in ("vi", "en") else "vi"
-        return SendRequest(
-            to=contact.email,
-            subject=SUBJECTS[kind][lang],
-            text=self.accepter.renderer.mail_text(lang, kind),
-            category="transactional",
-            context={**context, "sender_name": self.settings.sender_name},
-        )
+        request = self.accepter.own_mail(contact.email, kind, contact.language, context)
+        await self.accepter.commit(await self.accepter.prepare([request]))

@@ -15,19 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import content
-from .accept import Accepter, SendRequest
-from .config import Settings
+from .accept import SendRequest
+from .catalog import local_time, mail_language
+from .consent import ConsentingService
 from .errors import Conflict, InvalidInput, NotFound
-from .preferences import local_time
-from .store import Store
-from .tokens import Signer
 
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,31}")
-
-SUBJECTS = {
-    "vi": "Thông báo thay đổi chính sách bảo mật",
-    "en": "Notice of a change to our privacy policy",
-}
 
 
 @dataclass
@@ -48,19 +41,10 @@ class PublishReport:
         }
 
 
-class Policies:
-    def __init__(
-        self, settings: Settings, store: Store, signer: Signer, accepter: Accepter
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.signer = signer
-        self.accepter = accepter
-
+class Policies(ConsentingService):
     async def current_version(self) -> str:
-        """The version the consent ledger records now: the one published last, else
-        GATEWAY_POLICY_VERSION."""
-        return await self.store.current_policy_version(self.settings.policy_version)
+        """The version the consent ledger records now (`Consent.policy_version`)."""
+        return await self.consent.policy_version()
 
     async def current(self) -> dict[str, Any] | None:
         return await self.store.current_policy()
@@ -170,19 +154,19 @@ class Policies:
         return report
 
     def _notice(self, policy: dict[str, Any], email: str, language: str, uid: str) -> SendRequest:
-        lang = language if language in SUBJECTS else "vi"
-        return SendRequest(
-            to=email,
-            subject=SUBJECTS[lang],
-            text=self.accepter.renderer.mail_text(lang, "policy"),
+        lang = mail_language(language)
+        context = {
+            "version": policy["version"],
+            "policy_text": policy["text"],
+            "policy_url": self.url(policy["version"]),
+            "published_at": local_time(policy["published_at"], lang),
+        }
+        return self.accepter.own_mail(
+            email,
+            "policy",
+            lang,
+            context,
             category="policy",
-            context={
-                "version": policy["version"],
-                "policy_text": policy["text"],
-                "policy_url": self.url(policy["version"]),
-                "published_at": local_time(policy["published_at"], lang),
-                "sender_name": self.settings.sender_name,
-            },
             # A second run can never queue a second notice to the same person.
             idempotency_key=f"policy:{policy['id']}:{uid}",
         )

@@ -20,19 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import addresses
-from .accept import Accepter, Prepared
-from .config import Settings
+from .accept import Prepared
+from .catalog import LANGUAGES, mail_language, subject
+from .consent import ConsentingService
 from .errors import InvalidInput
 from .policy import decide
-from .preferences import SUBJECTS as MAIL_SUBJECTS
 from .records import Contact, Standing, Topic
-from .store import Store
-from .tokens import InvalidToken, Signer
+from .tokens import InvalidToken
 
-LANGUAGES = ("vi", "en")
 MAX_NAME = 200
 SOURCE = "form"
-SUBJECTS = MAIL_SUBJECTS["confirm"]
 
 # Who asked, as the link carries it (one letter keeps the link short).
 FROM_FORM = "f"
@@ -65,15 +62,7 @@ class PendingConfirmation:
     contact: Contact | None  # whoever holds the address now, if anyone
 
 
-class Signups:
-    def __init__(
-        self, settings: Settings, store: Store, signer: Signer, accepter: Accepter
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.signer = signer
-        self.accepter = accepter
-
+class Signups(ConsentingService):
     # -- the form --------------------------------------------------------------------------
 
     async def validate(
@@ -117,7 +106,7 @@ class Signups:
             req.name,
             language,
             [t.slug for t in req.topics],
-            await self.store.current_policy_version(self.settings.policy_version),
+            await self.consent.policy_version(),
             int(now * 1000),
             ip,
             FROM_FORM,
@@ -141,7 +130,7 @@ class Signups:
             None,
             contact.language,
             [t.slug for t in topics],
-            await self.store.current_policy_version(self.settings.policy_version),
+            await self.consent.policy_version(),
             int(time.time() * 1000),
             ip,
             FROM_PAGE,
@@ -164,14 +153,14 @@ class Signups:
         topics: Iterable[Topic],
         erased: bool = False,
     ) -> Prepared:
-        """Queued as what renders it (`PreferenceCenter.render_queued` at dispatch): a link
-        and the topics' own names, nothing typed into the form."""
-        lang = language if language in LANGUAGES else "vi"
+        """Queued as what renders it (`Accepter.render_queued` at dispatch): a link and the
+        topics' own names, nothing typed into the form."""
+        lang = mail_language(language)
         prepared = self.accepter.queue(
             contact.id if contact is not None else None,
             email,
             category="transactional",
-            subject=MAIL_SUBJECTS[template][lang],
+            subject=subject(template, lang),
             template=template,
             context=json.dumps(
                 {"link": self.link(payload), "topics": [t.name for t in topics], "lang": lang}
@@ -238,7 +227,7 @@ class Signups:
         now = time.time()
         email = pending.email
         hashes = self.signer.address_hashes(email)
-        version = await self.store.current_policy_version(self.settings.policy_version)
+        version = await self.consent.policy_version()
         async with self.store.transaction():
             standing = (await self.store.standings({email: hashes}))[email]
             if not _asks_for_something(standing, pending.topics):
@@ -264,39 +253,31 @@ class Signups:
             if pending.source == SOURCE:
                 # The form wrote nothing: its request enters the ledger now, as it was made.
                 for topic in starting:
-                    await self.store.record_consent(
+                    await self.consent.record(
                         contact,
-                        subject=hashes[0],
-                        action="opt_in",
+                        "opt_in",
                         source=SOURCE,
-                        policy_version=pending.policy_version,
                         now=pending.requested_at,
                         topic_id=topic.id,
                         ip=pending.ip,
+                        version=pending.policy_version,
                     )
             for topic in starting:
                 await self.store.confirm_subscription(contact, topic, now)
-                await self.store.record_consent(
+                await self.consent.record(
                     contact,
-                    subject=hashes[0],
-                    action="confirm",
+                    "confirm",
                     source="link",
-                    policy_version=version,
                     now=now,
                     topic_id=topic.id,
                     ip=ip,
+                    version=version,
                 )
             lifted = await self.store.lift_objections(hashes, [t.id for t in pending.topics])
             if lifted:
                 # The refusal of all promotions is lifted by the person's own confirmation.
-                await self.store.record_consent(
-                    contact,
-                    subject=hashes[0],
-                    action="confirm",
-                    source="link",
-                    policy_version=version,
-                    now=now,
-                    ip=ip,
+                await self.consent.record(
+                    contact, "confirm", source="link", now=now, ip=ip, version=version
                 )
         return bool(starting or lifted or erased)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import withhold
 from .bounces import Event, classify_reply
 from .config import Settings
 from .policy import decide
@@ -23,13 +23,6 @@ log = logging.getLogger("gateway.worker")
 
 
 DAY = 86400.0
-
-# The mail that asks an address to confirm a sign-up from the public form. Sent to an address
-# nobody has confirmed, it is recorded without the address once final (see `_withheld`).
-OPT_IN_CONFIRMATION = "confirm"
-# What stands in for a server's reply in a record that must not name the recipient: the
-# reply's free text often quotes the address ("550 5.1.1 <an@...>: unknown").
-WITHHELD = "reply text not kept: it may quote the address"
 
 # A claimed batch, ready to hand over, and the rows that could not be made ready (id: why).
 Claimed = tuple[list[OutboxItem], dict[int, str]]
@@ -239,7 +232,7 @@ class Worker:
                 item.category,
                 item.topic_id,
                 standings[item.email],
-                opt_in_confirmation=item.template == OPT_IN_CONFIRMATION,
+                opt_in_confirmation=item.template == withhold.OPT_IN_CONFIRMATION,
             )
             if not decision.allowed:
                 # An erased address is recorded by its hash alone (`_record` sees the tombstone).
@@ -310,11 +303,11 @@ class Worker:
         deferred = list(batch.deferred)
         items = {item.id: item for item in batch.items}
         async with self.store.transaction():
-            withheld, gone = await self._withheld(batch.items)
+            withheld, gone = await withhold.withheld(self.store, self.signer, batch.items)
             if withheld:
 
                 def hide(i: int, text: str) -> str:
-                    return _without_address(text, items[i].email, said.get(i))
+                    return withhold.without_address(text, items[i].email, said.get(i))
 
                 # A row an erasure scrubbed has no address left to try again with: it stops.
                 later = [(i, w, hide(i, r) if i in withheld else r) for i, w, r in retry]
@@ -358,38 +351,6 @@ class Worker:
         self.stats.alerts += alerts
         self.stats.suppressed += len(suppressed)
 
-    async def _withheld(self, items: Sequence[OutboxItem]) -> tuple[set[int], set[int]]:
-        """The rows of a batch whose records must not hold the address (PD-3), and of those
-        the rows an erasure scrubbed while they were on the wire. Withheld: mail to an
-        address under an erasure tombstone (the person erased meanwhile, or a confirmation
-        of their own new sign-up), and a sign-up confirmation to an address no contact
-        holds (a stranger may have typed it into the form). Ordinary mail without a contact
-        (a guest's receipt) keeps its address: bounces are matched and counted by it
-        (BN-3, BN-5). Runs inside the outcome's transaction, after taking each address's
-        lock: an erasure committed meanwhile is seen here, and one starting now waits for
-        this transaction, then scrubs what it wrote."""
-        if not items:
-            return set(), set()
-        hashes = {
-            item.email: self.signer.address_hashes(item.email) for item in items if item.email
-        }
-        gone, erased = await self.store.erasures_among([item.id for item in items], hashes)
-        unconfirmed = {
-            item.email
-            for item in items
-            if item.template == OPT_IN_CONFIRMATION and item.contact_id is None and item.email
-        }
-        known = await self.store.contact_addresses(sorted(unconfirmed)) if unconfirmed else set()
-        withheld = {
-            item.id
-            for item in items
-            if item.id in gone
-            or not item.email
-            or item.email in erased
-            or (item.email in unconfirmed and item.email not in known)
-        }
-        return withheld, gone & withheld
-
     def _next_attempt(self, item: OutboxItem, now: float) -> float | None:
         schedule = self.settings.retry_schedule
         delay = schedule[min(item.attempts - 1, len(schedule) - 1)]
@@ -428,14 +389,3 @@ def _sign_all(sign: Callable[[bytes], bytes], messages: list[bytes]) -> list[byt
 
 def _describe(outcome: Outcome) -> str:
     return f"{outcome.code} {outcome.message}".strip() if outcome.code else outcome.message
-
-
-def _without_address(text: str, email: str | None, said: str | None) -> str:
-    """`text` (a reason the worker wrote) with the server's free text replaced by its
-    enhanced status code alone, and the address itself (in any case) taken out."""
-    if said:
-        _, status = classify_reply(None, said)
-        text = text.replace(said, f"{status} ({WITHHELD})" if status else f"({WITHHELD})")
-    if email:
-        text = re.sub(re.escape(email), "<recipient>", text, flags=re.IGNORECASE)
-    return text

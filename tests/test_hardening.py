@@ -25,11 +25,11 @@ from test_cli import assert_one_line_error, run
 from test_transport import envelope, server_tls, smtp_transport  # noqa: F401 (a fixture)
 
 from gateway import Gateway, apikeys
-from gateway.accept import RENDER_THREADS
 from gateway.config import Settings
 from gateway.errors import ConfigError, InvalidInput, InvalidMessage, TemplateError
 from gateway.mime import encode_text, format_address
 from gateway.render import Draft, OutOfTime
+from gateway.render_threads import RENDER_THREADS
 from gateway.web.app import create_app
 
 BASE = "https://mail.first.vn"

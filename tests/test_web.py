@@ -22,8 +22,8 @@ from itsdangerous.timed import TimestampSigner
 from smtp_server import RecordingSMTPServer
 
 from gateway import Gateway
+from gateway.catalog import local_time
 from gateway.errors import InvalidInput
-from gateway.preferences import local_time
 from gateway.store import Contact
 from gateway.store import schema as t
 from gateway.tokens import MAX_AGE
@@ -1337,7 +1337,7 @@ async def test_st1_the_refusal_stands_even_if_its_confirmation_cannot_be_rendere
     async def broken(*args: Any, **kwargs: Any) -> bytes:
         raise RuntimeError("template store unavailable")
 
-    monkeypatch.setattr(gw.preferences, "render_queued", broken)
+    monkeypatch.setattr(gw.accepter, "render_queued", broken)
     response = await web.post(await link(gw, "unsubscribe", contact), data=ONE_CLICK)
     assert response.status_code == 200
     assert len(await rows(gw, t.suppressions, reason="unsubscribe")) == 1

@@ -137,7 +137,7 @@ class OutboxQueries(StoreBase):
         """Record the outcome of a batch in one transaction (or in the caller's). Sent,
         failed, bounced and suppressed messages drop their body: the log keeps what happened, not the content.
         The rows in `forget` (outbox id: the address's keyed hash; final rows recorded
-        without their address, see the worker's `_withheld`) also drop the address and what
+        without their address, see `withhold.withheld`) also drop the address and what
         can spell it (a template's context holds a link that carries it), and so do the log
         entries written when they were accepted; the row keeps the keyed hash alone, so a
         later bounce report or an erasure still finds it (`withheld_context`). On SQLite

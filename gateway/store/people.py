@@ -1,4 +1,4 @@
-"""Queries about people: topics, contacts, subscriptions, consent, suppressions."""
+"""Queries about people: topics, contacts, and the standing policy decides on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import select
 
 from ..errors import StoreError
 from ..records import Contact, Standing, Suppression, Topic
@@ -15,29 +15,12 @@ from .base import StoreBase
 from .rows import _contact
 
 
-async def consent_rows(store: StoreBase, contact_id: int, topic_by: str) -> list[dict[str, Any]]:
-    rows = await store.db.fetch_all(
-        select(
-            t.consent_ledger.c.created_at,
-            t.topics.c[topic_by].label("topic"),
-            t.consent_ledger.c.action,
-            t.consent_ledger.c.source,
-            t.consent_ledger.c.policy_version,
-            t.consent_ledger.c.ip,
-        )
-        .select_from(t.consent_ledger.outerjoin(t.topics))
-        .where(t.consent_ledger.c.contact_id == contact_id)
-        .order_by(t.consent_ledger.c.id)
-    )
-    return [dict(r._mapping) for r in rows]
-
-
 def _chunks(items: list[Any], size: int = 500) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class PeopleQueries(StoreBase):
-    # -- topics ----------------------------------------------------------------------------
+    # -- topics ------------------------------------------------------------------------
 
     async def add_topic(self, slug: str, name: str, double_opt_in: bool, now: float) -> Topic:
         async with self.transaction():
@@ -54,6 +37,10 @@ class PeopleQueries(StoreBase):
         row = await self.db.fetch_one(t.topics.select().where(t.topics.c.slug == slug))
         return Topic(row["id"], row["slug"], row["name"], row["double_opt_in"]) if row else None
 
+    async def all_topics(self) -> list[Topic]:
+        rows = await self.db.fetch_all(t.topics.select().order_by(t.topics.c.name))
+        return [Topic(r["id"], r["slug"], r["name"], r["double_opt_in"]) for r in rows]
+
     async def list_topics(self) -> list[tuple[Topic, int]]:
         """Each topic with the number of people who would receive it: subscribed, and not
         stopped by a suppression (a refusal of all promotional mail, a block of all mail,
@@ -67,11 +54,17 @@ class PeopleQueries(StoreBase):
         )
         return [(Topic(r[0], r[1], r[2], bool(r[3])), int(r[4])) for r in rows]
 
-    # -- contacts --------------------------------------------------------------------------
+    # -- contacts ----------------------------------------------------------------------
 
     async def get_contact(self, email: str) -> Contact | None:
         row = await self.db.fetch_one(t.contacts.select().where(t.contacts.c.email == email))
         return _contact(row) if row else None
+
+    async def get_contact_by_uid(self, uid: str) -> Contact | None:
+        rows = await self.rows(
+            "SELECT id, uid, email, name, language, status FROM contacts WHERE uid = ?", (uid,)
+        )
+        return Contact(*rows[0]) if rows else None
 
     async def upsert_contact(
         self,
@@ -139,250 +132,12 @@ class PeopleQueries(StoreBase):
         )
         return {r["key"]: r["value"] for r in rows}
 
-    async def set_subscription(
-        self,
-        contact: Contact,
-        topic: Topic,
-        status: str,
-        *,
-        subject: str,
-        source: str,
-        policy_version: str,
-        now: float,
-        ip: str | None = None,
-    ) -> bool:
-        """Record a subscription change and its consent entry. Returns False when the
-        status was already that (nothing written). Call inside a transaction."""
-        row = await self.db.fetch_one(
-            t.subscriptions.select()
-            .where(t.subscriptions.c.contact_id == contact.id)
-            .where(t.subscriptions.c.topic_id == topic.id)
-        )
-        if row is not None and row["status"] == status:
-            return False
-        stamps: dict[str, Any] = {"status": status}
-        if status == "subscribed":
-            stamps["subscribed_at"] = now
-        elif status == "unsubscribed":
-            stamps["unsubscribed_at"] = now
-        if row is None:
-            await self.db.execute(
-                t.subscriptions.insert().values(
-                    contact_id=contact.id, topic_id=topic.id, created_at=now, **stamps
-                )
-            )
-        else:
-            await self.db.execute(
-                t.subscriptions.update().where(t.subscriptions.c.id == row["id"]).values(**stamps)
-            )
-        action = {"subscribed": "opt_in", "unsubscribed": "opt_out", "pending": "opt_in"}[status]
-        await self.record_consent(
-            contact,
-            subject=subject,
-            action=action,
-            source=source,
-            policy_version=policy_version,
-            now=now,
-            topic_id=topic.id,
-            ip=ip,
-        )
-        return True
-
-    # -- suppressions ----------------------------------------------------------------------
-
-    async def add_suppression(
-        self,
-        *,
-        email: str | None,
-        email_hash: str,
-        scope: str,
-        reason: str,
-        source: str,
-        now: float,
-        topic_id: int | None = None,
-    ) -> bool:
-        """Returns False when the same suppression already stands (one statement: a
-        one-click refusal is on the hot path). Call inside a transaction."""
-        await self.serialize(f"suppression:{email_hash}")  # two at once: one is added
-        rows = await self.rows(
-            "INSERT INTO suppressions (email, email_hash, scope, topic_id, reason, source,"
-            " created_at) SELECT ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM suppressions"
-            " WHERE email_hash = ? AND scope = ?"
-            " AND (topic_id = ? OR (topic_id IS NULL AND CAST(? AS INTEGER) IS NULL)))"
-            " RETURNING id",
-            (
-                email,
-                email_hash,
-                scope,
-                topic_id,
-                reason,
-                source,
-                now,
-                email_hash,
-                scope,
-                topic_id,
-                topic_id,
-            ),
-        )
-        return bool(rows)
-
-    async def remove_suppressions(self, hashes: Sequence[str], *, keep_erased: bool) -> int:
-        where: list[ColumnElement[bool]] = [t.suppressions.c.email_hash.in_(hashes)]
-        if keep_erased:
-            where.append(t.suppressions.c.reason != "erased")
-        async with self.transaction():
-            count = await self.db.fetch_val(
-                select(func.count()).select_from(t.suppressions).where(*where)
-            )
-            await self.db.execute(t.suppressions.delete().where(*where))
-        return int(count or 0)
-
-    async def suppressions_of(self, hashes: Sequence[str]) -> list[dict[str, Any]]:
-        """Every suppression of one address (its keyed hashes under every key), oldest first."""
-        rows = await self.db.fetch_all(
-            select(
-                t.suppressions.c.id,
-                t.suppressions.c.scope,
-                t.suppressions.c.reason,
-                t.suppressions.c.source,
-            )
-            .where(t.suppressions.c.email_hash.in_(list(hashes)))
-            .order_by(t.suppressions.c.id)
-        )
-        return [dict(r._mapping) for r in rows]
-
-    async def delete_suppressions(self, ids: Sequence[int]) -> int:
-        """Remove these suppressions; returns how many were still there."""
-        async with self.transaction():
-            rows = await self.rows(
-                f"DELETE FROM suppressions WHERE id IN ({self.marks(len(ids))}) RETURNING id",
-                list(ids),
-            )
-        return len(rows)
-
-    async def list_suppressions(self, limit: int = 1000, after_id: int = 0) -> list[dict[str, Any]]:
-        rows = await self.db.fetch_all(
-            select(
-                t.suppressions.c.id,
-                t.suppressions.c.email,
-                t.suppressions.c.scope,
-                t.topics.c.slug.label("topic"),
-                t.suppressions.c.reason,
-                t.suppressions.c.source,
-                t.suppressions.c.created_at,
-            )
-            .select_from(t.suppressions.outerjoin(t.topics))
-            .where(t.suppressions.c.id > after_id)
-            .order_by(t.suppressions.c.id)
-            .limit(limit)
-        )
-        return [dict(r._mapping) for r in rows]
-
-    # -- standing: what policy decides on, in three queries for a whole batch ---------------
-
-    async def standings(
-        self, hashes: Mapping[str, Sequence[str]], *, attributes: bool = False
-    ) -> dict[str, Standing]:
-        """For each normalized address (keys of `hashes`, values its keyed hashes under every
-        key in use), its contact, suppressions, subscriptions and (if asked) attributes.
-        Four statements for a whole batch, whatever its size up to a chunk."""
-        result = {email: Standing() for email in hashes}
-        emails = list(result)
-        owner = {h: email for email, hs in hashes.items() for h in hs}
-        for chunk in _chunks(list(owner)):
-            for email_hash, scope, topic_id, reason in await self.rows(
-                "SELECT email_hash, scope, topic_id, reason FROM suppressions"
-                f" WHERE email_hash IN ({self.marks(len(chunk))})",
-                chunk,
-            ):
-                result[owner[email_hash]].suppressions.append(Suppression(scope, topic_id, reason))
-        by_id: dict[int, Standing] = {}
-        for chunk in _chunks(emails):
-            for cid, uid, email, name, language, status in await self.rows(
-                "SELECT id, uid, email, name, language, status FROM contacts"
-                f" WHERE email IN ({self.marks(len(chunk))})",
-                chunk,
-            ):
-                standing = result[email]
-                standing.contact = Contact(cid, uid, email, name, language, status)
-                by_id[cid] = standing
-        ids = list(by_id)
-        for chunk in _chunks(ids):
-            for cid, topic_id, status in await self.rows(
-                "SELECT contact_id, topic_id, status FROM subscriptions"
-                f" WHERE contact_id IN ({self.marks(len(chunk))})",
-                chunk,
-            ):
-                by_id[cid].subscriptions[topic_id] = status
-            if attributes:
-                for cid, key, value in await self.rows(
-                    "SELECT contact_id, key, value FROM contact_attributes"
-                    f" WHERE contact_id IN ({self.marks(len(chunk))})",
-                    chunk,
-                ):
-                    by_id[cid].attributes[key] = value
-        return result
-
-    async def get_contact_by_uid(self, uid: str) -> Contact | None:
-        rows = await self.rows(
-            "SELECT id, uid, email, name, language, status FROM contacts WHERE uid = ?", (uid,)
-        )
-        return Contact(*rows[0]) if rows else None
-
-    async def all_topics(self) -> list[Topic]:
-        rows = await self.db.fetch_all(t.topics.select().order_by(t.topics.c.name))
-        return [Topic(r["id"], r["slug"], r["name"], r["double_opt_in"]) for r in rows]
-
-    async def subscriptions_of(self, contact_id: int) -> dict[int, str]:
-        rows = await self.db.fetch_all(
-            select(t.subscriptions.c.topic_id, t.subscriptions.c.status).where(
-                t.subscriptions.c.contact_id == contact_id
-            )
-        )
-        return {r["topic_id"]: r["status"] for r in rows}
-
-    async def consent_history(
-        self, contact_id: int, *, topic_by: str = "name"
-    ) -> list[dict[str, Any]]:
-        """The person's consent records, oldest first; topics by name (pages) or slug
-        (exports)."""
-        return await consent_rows(self, contact_id, topic_by)
-
-    async def record_consent(
-        self,
-        contact: Contact,
-        *,
-        subject: str,
-        action: str,
-        source: str,
-        policy_version: str,
-        now: float,
-        topic_id: int | None = None,
-        ip: str | None = None,
-    ) -> None:
-        """Append to the consent ledger (PD-1). Call inside a transaction."""
-        await self.run(
-            "INSERT INTO consent_ledger (contact_id, subject, topic_id, action, source,"
-            " policy_version, ip, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (contact.id, subject, topic_id, action, source, policy_version, ip, now),
-        )
-
     async def set_language(self, contact_id: int, language: str, now: float) -> None:
         await self.db.execute(
             t.contacts.update()
             .where(t.contacts.c.id == contact_id)
             .values(language=language, updated_at=now)
         )
-
-    async def lift_suppressions(self, hashes: Sequence[str], scope: str) -> int:
-        """Remove the suppressions of one scope (a person's own fresh opt-in). Call inside a
-        transaction."""
-        where = (t.suppressions.c.email_hash.in_(list(hashes)), t.suppressions.c.scope == scope)
-        count = await self.db.fetch_val(
-            select(func.count()).select_from(t.suppressions).where(*where)
-        )
-        await self.db.execute(t.suppressions.delete().where(*where))
-        return int(count or 0)
 
     async def import_batch(
         self,
@@ -480,3 +235,48 @@ class PeopleQueries(StoreBase):
             consents,
         )
         return results
+
+    # -- standing: what policy decides on, in a few queries for a whole batch ----------
+
+    async def standings(
+        self, hashes: Mapping[str, Sequence[str]], *, attributes: bool = False
+    ) -> dict[str, Standing]:
+        """For each normalized address (keys of `hashes`, values its keyed hashes under every
+        key in use), its contact, suppressions, subscriptions and (if asked) attributes.
+        Four statements for a whole batch, whatever its size up to a chunk."""
+        result = {email: Standing() for email in hashes}
+        emails = list(result)
+        owner = {h: email for email, hs in hashes.items() for h in hs}
+        for chunk in _chunks(list(owner)):
+            for email_hash, scope, topic_id, reason in await self.rows(
+                "SELECT email_hash, scope, topic_id, reason FROM suppressions"
+                f" WHERE email_hash IN ({self.marks(len(chunk))})",
+                chunk,
+            ):
+                result[owner[email_hash]].suppressions.append(Suppression(scope, topic_id, reason))
+        by_id: dict[int, Standing] = {}
+        for chunk in _chunks(emails):
+            for cid, uid, email, name, language, status in await self.rows(
+                "SELECT id, uid, email, name, language, status FROM contacts"
+                f" WHERE email IN ({self.marks(len(chunk))})",
+                chunk,
+            ):
+                standing = result[email]
+                standing.contact = Contact(cid, uid, email, name, language, status)
+                by_id[cid] = standing
+        ids = list(by_id)
+        for chunk in _chunks(ids):
+            for cid, topic_id, status in await self.rows(
+                "SELECT contact_id, topic_id, status FROM subscriptions"
+                f" WHERE contact_id IN ({self.marks(len(chunk))})",
+                chunk,
+            ):
+                by_id[cid].subscriptions[topic_id] = status
+            if attributes:
+                for cid, key, value in await self.rows(
+                    "SELECT contact_id, key, value FROM contact_attributes"
+                    f" WHERE contact_id IN ({self.marks(len(chunk))})",
+                    chunk,
+                ):
+                    by_id[cid].attributes[key] = value
+        return result

@@ -10,7 +10,7 @@ from sqlalchemy import case, or_, select
 from ..records import Contact
 from . import schema as t
 from .base import StoreBase
-from .people import consent_rows
+from .consent import consent_rows
 
 # Every table an erasure deletes or overwrites rows of.
 ERASED_TABLES = (

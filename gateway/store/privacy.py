@@ -21,7 +21,7 @@ def _policy(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-class PolicyQueries(StoreBase):
+class PrivacyQueries(StoreBase):
     async def current_policy(self) -> dict[str, Any] | None:
         """The version published last, or None when none has been published."""
         found = await self.rows(f"SELECT {POLICY_COLUMNS} FROM policies ORDER BY id DESC LIMIT 1")

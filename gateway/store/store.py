@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from .admin import AdminQueries
 from .campaigns import CampaignQueries
+from .consent import ConsentQueries
 from .feedback import FeedbackQueries
 from .outbox import OutboxQueries
 from .people import PeopleQueries
 from .personal import PersonalData
-from .policy import PolicyQueries
+from .privacy import PrivacyQueries
 from .signup import SignupQueries
+from .suppressions import SuppressionQueries
 
 
 class Store(
     PeopleQueries,
+    ConsentQueries,
+    SuppressionQueries,
     PersonalData,
     OutboxQueries,
     CampaignQueries,
     AdminQueries,
-    PolicyQueries,
+    PrivacyQueries,
     SignupQueries,
     FeedbackQueries,
 ):

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .. import addresses
-from ..core import check_profile_text
+from ..contacts import check_profile_text
 from ..errors import InvalidInput, NotFound, StoreError
 from ..records import Contact
 from .api_io import audit, csv_body, fail, gateway, json_body, paging, path_id, query
@@ -193,23 +193,9 @@ async def subscription(request: Request) -> Response:
     topic = await gw.store.get_topic(slug) if SLUG.fullmatch(slug) else None
     if topic is None:
         fail(404, f"no topic {slug[:64]!r}")
-    current = (await gw.store.subscriptions_of(target.id)).get(topic.id)
-    if request.method == "POST":
-        wanted = "pending" if topic.double_opt_in and current != "subscribed" else "subscribed"
-    else:
-        wanted = "unsubscribed"
-    changed = False
-    if current != wanted and (current is not None or wanted != "unsubscribed"):
-        async with gw.store.transaction():
-            changed = await gw.store.set_subscription(
-                target,
-                topic,
-                wanted,
-                subject=gw.signer.address_hash(target.email),
-                source="api",
-                policy_version=await gw.policies.current_version(),
-                now=time.time(),
-            )
+    wanted, changed = await gw.contacts.subscription(
+        target, topic, subscribe=request.method == "POST", source="api"
+    )
     return JSONResponse(
         {"contact_id": target.id, "topic": topic.slug, "status": wanted, "changed": changed}
     )
