@@ -17,7 +17,7 @@ from .campaigns import Campaigns
 from .config import Settings
 from .consent import Consent
 from .contacts import Contacts, ImportReport
-from .errors import InvalidInput, InvalidMessage, StoreError
+from .errors import GatewayError, InvalidInput, InvalidMessage, StoreError
 from .feedback import Feedback, Ingested
 from .preferences import PreferenceCenter
 from .privacy import Policies, PublishReport
@@ -70,10 +70,21 @@ class Gateway:
 
     async def open(self) -> None:
         await self.store.connect()
-        legacy = self.signer.derived_address_keys
-        self.migrated = await self.store.migrate(legacy_address_keys=legacy)
-        # Addresses are hashed under the database's own key, which key rotation never drops.
-        self.signer.use_address_keys(*await self.store.address_keys(legacy))
+        try:
+            legacy = self.signer.derived_address_keys
+            self.migrated = await self.store.migrate(legacy_address_keys=legacy)
+            # Addresses are hashed under the database's own key, which rotation never drops.
+            self.signer.use_address_keys(*await self.store.address_keys(legacy))
+        except BaseException as exc:
+            # A connection left open keeps the driver's thread alive: the process would
+            # print its error and then never exit.
+            await self.store.disconnect()
+            if isinstance(exc, Exception) and not isinstance(exc, GatewayError):
+                raise StoreError(
+                    f"could not open the database {self.store.display_url}: {exc}"
+                    " (check GATEWAY_DATABASE_URL)"
+                ) from exc
+            raise
 
     async def close(self) -> None:
         if self._transport is not None:
