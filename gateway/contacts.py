@@ -88,6 +88,7 @@ class Contacts(ConsentingService):
         topics = [await self.accepter.topic(slug) for slug in subscribe]
         for field_name, text in (("name", name), ("phone", phone), ("address", address)):
             check_profile_text(field_name, text)
+        phone = addresses.normalize_phone(phone)
         for value in (attributes or {}).values():
             if value is not None and "\x00" in value:
                 raise InvalidInput("a field contains a NUL character")
@@ -220,7 +221,7 @@ class Contacts(ConsentingService):
         return dict(
             email=email,
             name=row.get("name") or None,
-            phone=row.get("phone") or None,
+            phone=addresses.normalize_phone(row.get("phone")),
             address=row.get("address") or None,
             language=language,
             topics=list({t.id: t for t in topics}.values()),

@@ -179,7 +179,7 @@ async def test_api_responses_set_no_cookie(client):
 
 async def test_create_read_change_and_erase_a_contact(gw, client):
     made = await new_contact(
-        client, "An@Example.vn", phone="0901", attributes={"city": "Huế"}, language="en"
+        client, "An@Example.vn", phone="0901 234 567", attributes={"city": "Huế"}, language="en"
     )
     assert made["email"] == "an@example.vn"
     assert made["subscriptions"] == {"news": "subscribed"}

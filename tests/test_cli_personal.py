@@ -45,7 +45,7 @@ def test_pd2_contact_export_prints_everything_held_as_json(people):
     data = json.loads(proc.stdout)
     assert data["profile"]["email"] == "an@example.vn"
     assert data["profile"]["name"] == "Nguyễn Văn An"
-    assert data["profile"]["phone"] == "0901234567"
+    assert data["profile"]["phone"] == "+84901234567"  # E.164, however it was typed
     assert [(a["key"], a["value"], a["source"]) for a in data["attributes"]] == [
         ("city", "Huế", "form")
     ]

@@ -140,6 +140,8 @@ async def update_contact(request: Request) -> Response:
     for key, _ in PROFILE:
         check_profile_text(key, data.get(key))
     fields = {column: data[key] for key, column in PROFILE if key in data}
+    if fields.get("phone") is not None:
+        fields["phone"] = addresses.normalize_phone(fields["phone"])
     if "language" in data:
         fields["language"] = data["language"]
     async with gw.store.transaction():
