@@ -28,9 +28,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from pg import sqlite_only
 from test_content import EVIL, PLACES, TEMPLATE, TRICKS
 
 from gateway.content import is_first_party, scan
+
+# The scan reads no database: once, in the SQLite run, is enough.
+pytestmark = sqlite_only("the scan reads no database; the browser runs once, in the SQLite run")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
