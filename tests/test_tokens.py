@@ -72,3 +72,20 @@ def test_address_hashes_are_keyed_and_cover_every_key():
     assert len(a.address_hashes("an@example.vn")) == 2
     assert a.address_hash("an@example.vn") != b.address_hash("an@example.vn")
     assert a.address_hashes("an@example.vn")[1] == Signer(["k0"]).address_hash("an@example.vn")
+
+
+def test_oc4_a_sign_up_link_shows_nothing_about_the_person_who_it_is_for():
+    """The confirmation token carries the pending sign-up (address, name, IP) until the
+    mailbox confirms it: encrypted as well as signed, so a logged URL reveals none of it."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    pending = ["an@example.vn", "Nguyễn Văn An", "vi", ["news"], "1", 1, "203.0.113.9", "f"]
+    signer = Signer(["k" * 40])
+    token = signer.sign("confirm", pending)
+    _, visible = URLSafeTimedSerializer("not the key", salt="gateway.confirm").loads_unsafe(token)
+    for secret in ("an@example.vn", "example", "Nguy", "203.0.113.9", "news"):
+        assert secret not in repr(visible)
+    assert signer.verify("confirm", token) == pending
+    assert Signer(["n" * 40, "k" * 40]).verify("confirm", token) == pending  # after rotation
+    with pytest.raises(InvalidToken):
+        Signer(["n" * 40]).verify("confirm", token)
