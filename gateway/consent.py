@@ -24,19 +24,18 @@ SUPPRESSION_SCOPES = ("all", "marketing")
 # Refusals recorded by staff (ST-3) stop promotional mail, exactly like a one-click refusal;
 # any other manual suppression blocks all mail to the address.
 REFUSAL_REASONS = frozenset({"phone", "email", "refusal", "unsubscribe", "complaint"})
-# Who may lift a suppression. Staff may lift what staff added on their own account (the
-# CLI's and the API's sources: a manual block) and bounces (the address may work again); a
-# refusal the person made (one-click, preference page, mailto:, a complaint, and one given by
-# phone or email that staff typed in for them) or an erasure is lifted only by the person:
-# Decree 91 Art. 20 allows no more advertising after a refusal without new consent.
+# Who may lift a suppression. Staff may lift what staff added (the CLI's and the API's
+# sources) and bounces (the address may work again); a refusal the person made themselves
+# (one-click, preference page, mailto:, a complaint) or an erasure is lifted only by the
+# person: Decree 91 Art. 20 allows no more advertising after a refusal without new consent.
 STAFF_SOURCES = frozenset({"admin", "api"})
 BOUNCE_REASONS = frozenset({"hard_bounce", "soft_bounce"})
-PERSONAL_REASONS = frozenset({"erased", *REFUSAL_REASONS})
+PERSONAL_REASONS = frozenset({"erased", "unsubscribe", "complaint"})
 
 
 def staff_may_lift(reason: str, source: str) -> bool:
-    """A suppression staff may remove: a manual block of their own or a bounce; never an
-    erasure or a refusal the person made, however it reached us."""
+    """A suppression staff may remove: their own (manual, a phone refusal they typed in)
+    or a bounce; never an erasure or the person's own refusal."""
     if reason == "erased":
         return False
     if reason in BOUNCE_REASONS:
