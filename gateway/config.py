@@ -338,14 +338,24 @@ class Settings:
         return settings
 
 
+def weak_secret_key(key: str) -> str | None:
+    """Why a signing key is too weak ("short" or "guessable"), or None: the one rule that
+    settings (which refuse it) and `gateway check` (which reports it) both apply."""
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        return "short"
+    if len(set(key)) < 8:
+        return "guessable"
+    return None
+
+
 def _check_secret_key(key: str, position: int) -> None:
     """A key signs every unsubscribe and preference link: one that can be guessed lets a
     stranger forge them. Refused with the way to make a good one."""
-    problem = None
-    if len(key) < MIN_SECRET_KEY_LENGTH:
-        problem = f"is {len(key)} characters long; it needs at least {MIN_SECRET_KEY_LENGTH}"
-    elif len(set(key)) < 8:
-        problem = "repeats a few characters: it is easy to guess"
+    problem = {
+        "short": f"is {len(key)} characters long; it needs at least {MIN_SECRET_KEY_LENGTH}",
+        "guessable": "repeats a few characters: it is easy to guess",
+        None: None,
+    }[weak_secret_key(key)]
     if problem:
         raise ConfigError(
             f"GATEWAY_SECRET_KEYS: key {position} {problem}; make one with"

@@ -16,7 +16,7 @@ import idna
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from .config import DEV_SECRET_FILE, Settings
+from .config import DEV_SECRET_FILE, MIN_SECRET_KEY_LENGTH, Settings, weak_secret_key
 from .content import is_first_party
 from .errors import ConfigError
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # imported when needed, not by every `gateway` command that i
 
 __all__ = ["Finding", "Findings", "check_settings", "dkim_tags", "local_domain"]
 
-MIN_SECRET_KEY_LENGTH = 32  # as Settings.from_env requires
 MAKE_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 DKIM_VARS = ("GATEWAY_DKIM_DOMAIN", "GATEWAY_DKIM_SELECTOR", "GATEWAY_DKIM_KEY_FILE")
 # Loaded with a stand-in key: the keys are checked here on their own, and loading without
@@ -123,11 +122,11 @@ def _secret_keys(env: Mapping[str, str], found: Findings) -> None:
         return
     before = len(found)
     for i, key in enumerate(keys, 1):
-        problem = None
-        if len(key) < MIN_SECRET_KEY_LENGTH:
-            problem = f"is only {len(key)} characters long, it needs {MIN_SECRET_KEY_LENGTH}"
-        elif len(set(key)) < 8:
-            problem = "repeats a few characters over and over, so it is easy to guess"
+        problem = {
+            "short": f"is only {len(key)} characters long, it needs {MIN_SECRET_KEY_LENGTH}",
+            "guessable": "repeats a few characters over and over, so it is easy to guess",
+            None: None,
+        }[weak_secret_key(key)]
         if problem:
             found.error(
                 "secret_keys",
