@@ -70,6 +70,7 @@ class SendRequest:
     idempotency_key: str | None = None
     campaign_id: int | None = None
     not_before: float | None = None  # earliest delivery (a campaign's --rate spreads its mail)
+    source: str | None = None  # who handed it in: "apikey:NAME", "smtp:NAME"; kept in the log
 
 
 class Accepter:
@@ -321,6 +322,7 @@ class Accepter:
                     "topic_id": topic_id,
                     "campaign_id": requests[i].campaign_id,
                     "created_at": now,
+                    "source": requests[i].source,
                 }
                 decision = decide(draft.category, topic_id, standing)
                 if not decision.allowed:

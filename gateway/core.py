@@ -128,11 +128,24 @@ class Gateway:
         headers: Mapping[str, str] | None = None,
         context: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        source: str | None = None,
     ) -> SendResult:
         """Accept one message. Returns queued, suppressed or blocked with the reason; raises
-        an `InvalidInput` for input that cannot be accepted (nothing is written then)."""
+        an `InvalidInput` for input that cannot be accepted (nothing is written then).
+        `source` names who handed it in, for the message log (e.g. "apikey:crm")."""
         return await self.accepter.send(
-            SendRequest(to, subject, html, text, category, topic, headers, context, idempotency_key)
+            SendRequest(
+                to,
+                subject,
+                html,
+                text,
+                category,
+                topic,
+                headers,
+                context,
+                idempotency_key,
+                source=source,
+            )
         )
 
     async def send_many(self, requests: Sequence[SendRequest]) -> list[SendResult]:
@@ -364,9 +377,9 @@ class Gateway:
     async def list_campaigns(self) -> list[dict[str, Any]]:
         return await self.store.list_campaigns()
 
-    async def create_api_key(self, name: str) -> str:
-        """A new admin API key, to be shown once: only its hash is stored."""
-        return await apikeys.create(self.store, name)
+    async def create_api_key(self, name: str, scope: str = "admin") -> str:
+        """A new API key (scope admin or send), to be shown once: only its hash is stored."""
+        return await apikeys.create(self.store, name, scope)
 
     async def api_keys(self) -> list[dict[str, Any]]:
         return await apikeys.listing(self.store)

@@ -27,6 +27,8 @@ from gateway import Gateway
 from gateway.store import Store
 from gateway.store import schema as t
 
+HEAD = t.SCHEMA_VERSION  # the version a database is brought to
+
 OLD_SECRET = "old-key-3e9a1c7f5b2d8e4a6c0f9b1d"
 KEPT = "an@example.vn"  # suppressed, the address still known
 ERASED = "bich@example.vn"  # erased: only the hash is left
@@ -86,13 +88,19 @@ def column_of(column: sa.Column[Any]) -> sa.Column[Any]:
     )
 
 
+# What version 5 added (scoped keys, a message's source, the console's tables): no release
+# before it had them.
+V5_TABLES = {"staff", "staff_sessions", "daily_counts"}
+V5_COLUMNS = {"api_keys": {"scope"}, "message_log": {"source"}}
+
+
 def tables_of(version: int) -> sa.MetaData:
     """The tables the release at `version` created, with their constraints and indexes."""
     old = sa.MetaData()
     for table in t.metadata.sorted_tables:
-        if table.name in LATER_TABLES[version]:
+        if table.name in LATER_TABLES[version] | V5_TABLES:
             continue
-        skip = LATER_COLUMNS[version].get(table.name, set())
+        skip = LATER_COLUMNS[version].get(table.name, set()) | V5_COLUMNS.get(table.name, set())
         uniques = [
             sa.UniqueConstraint(*[c.name for c in u.columns])
             for u in table.constraints
@@ -212,11 +220,11 @@ def test_head_is_the_revision_of_the_declared_schema_version():
 @pytest.mark.empty_database
 async def test_a_new_database_is_made_by_the_first_revision_with_the_declared_tables(env):
     url = env["GATEWAY_DATABASE_URL"]
-    assert await open_together(env, 3) == Counter({(None, 4): 1, (4, 4): 2})
+    assert await open_together(env, 3) == Counter({(None, HEAD): 1, (HEAD, HEAD): 2})
     assert await inspect(url, differences) == []
-    assert await inspect(url, revision) == "0004"
+    assert await inspect(url, revision) == f"{HEAD:04d}"
     keys = await inspect(url, meta_rows)
-    assert keys["schema_version"] == "4" and len(keys["address_key"]) == 64
+    assert keys["schema_version"] == str(HEAD) and len(keys["address_key"]) == 64
     assert keys["legacy_address_keys"] == ""
 
 
@@ -231,13 +239,13 @@ async def test_pd3_a_database_the_old_migrator_left_at_an_older_version_reaches_
     url = env["GATEWAY_DATABASE_URL"]
     await make_old_database(url, version)
     env["GATEWAY_SECRET_KEYS"] = f"new-key-8d2f6b0e4a9c1e7b3f5a2c6d,{OLD_SECRET}"
-    assert await open_together(env, 3) == Counter({(version, 4): 1, (4, 4): 2})
+    assert await open_together(env, 3) == Counter({(version, HEAD): 1, (HEAD, HEAD): 2})
     assert await inspect(url, differences) == []
-    assert await inspect(url, revision) == "0004"
+    assert await inspect(url, revision) == f"{HEAD:04d}"
 
     env["GATEWAY_SECRET_KEYS"] = "new-key-8d2f6b0e4a9c1e7b3f5a2c6d"  # the old key dropped
     async with Gateway.from_env(env) as gw:
-        assert gw.migrated == (4, 4)
+        assert gw.migrated == (HEAD, HEAD)
         assert [topic.slug for topic, _ in await gw.topics()] == ["news"]
         for address in (KEPT, ERASED):
             assert (await gw.send(address, "Hi", text="x")).status == "suppressed", address
@@ -251,18 +259,33 @@ async def test_pd3_a_database_the_old_migrator_left_at_an_older_version_reaches_
         assert sent.status == "queued"
 
 
+async def _back_to_version_4(db: Any) -> None:
+    """What a version-4 database lacks of version 5: scoped keys, the message's source,
+    staff and their sessions, the per-day counts."""
+    for table in ("staff_sessions", "staff", "daily_counts"):
+        await db.execute(f"DROP TABLE {table}")
+    await db.execute("ALTER TABLE api_keys DROP COLUMN scope")
+    await db.execute("ALTER TABLE message_log DROP COLUMN source")
+    await db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+
 @pytest.mark.empty_database
-async def test_a_database_the_old_migrator_brought_to_version_4_is_only_stamped(env):
+async def test_a_database_the_old_migrator_brought_to_version_4_is_stamped_then_upgraded(env):
     url = env["GATEWAY_DATABASE_URL"]
     async with Gateway.from_env(env) as gw:
         await gw.add_topic("news", "News")
+        await gw.create_api_key("shop")
+        await _back_to_version_4(gw.store.db)
         await gw.store.db.execute("DROP TABLE alembic_version")  # as that migrator left it
     before = await inspect(url, meta_rows)
     async with Gateway.from_env(env) as gw:
-        assert gw.migrated == (4, 4)
+        assert gw.migrated == (4, HEAD)
         assert [topic.slug for topic, _ in await gw.topics()] == ["news"]
-    assert await inspect(url, revision) == "0004"
-    assert await inspect(url, meta_rows) == before  # the same address key, nothing rehashed
+        assert [k["scope"] for k in await gw.api_keys()] == ["admin"]  # existing keys: admin
+    assert await inspect(url, differences) == []
+    assert await inspect(url, revision) == f"{HEAD:04d}"
+    after = await inspect(url, meta_rows)
+    assert after == {**before, "schema_version": str(HEAD)}  # the same address key
 
 
 @sqlite_only("reads the database file")
@@ -271,7 +294,7 @@ async def test_opening_a_database_at_head_writes_not_one_byte(env, tmp_path):
         await gw.add_topic("news", "News")
     files = sorted(tmp_path.glob("gateway.db*"))
     before = {path: path.read_bytes() for path in files}
-    assert await inspect(env["GATEWAY_DATABASE_URL"], revision) == "0004"
+    assert await inspect(env["GATEWAY_DATABASE_URL"], revision) == f"{HEAD:04d}"
     async with Gateway.from_env(env) as gw:
-        assert gw.migrated == (4, 4)
+        assert gw.migrated == (HEAD, HEAD)
     assert {path: path.read_bytes() for path in files} == before

@@ -106,8 +106,9 @@ async def cmd_settings(gw: Gateway, args: argparse.Namespace) -> int:
 
 
 async def cmd_apikey_create(gw: Gateway, args: argparse.Namespace) -> int:
-    key = await gw.create_api_key(args.name)
-    print(f"API key {args.name!r} created; it is shown only this once, store it now:")
+    key = await gw.create_api_key(args.name, args.scope)
+    what = "may only send mail" if args.scope == "send" else "may do everything"
+    print(f"API key {args.name!r} created ({what}); it is shown only this once, store it now:")
     print(key)  # alone on the last line, for scripts
     return 0
 
@@ -127,7 +128,7 @@ def _key_line(r: dict[str, Any]) -> str:
         if r["revoked_at"]
         else "live"
     )
-    return f"{r['name']}\t{r['prefix']}…\t{created} UTC\t{revoked}"
+    return f"{r['name']}\t{r['scope']}\t{r['prefix']}…\t{created} UTC\t{revoked}"
 
 
 async def cmd_apikey_revoke(gw: Gateway, args: argparse.Namespace) -> int:
@@ -179,13 +180,22 @@ def register(sub: Commands) -> None:
         ksub,
         "create",
         cmd_apikey_create,
-        "make a key for the admin API; it is printed once, alone on the last line",
+        "make a key for the API or SMTP submission; printed once, alone on the last line",
         json_flag=False,
         epilog="Only a hash of the key is stored: a lost key cannot be shown again, revoke "
-        "it and make another. Use it as `Authorization: Bearer <key>`.",
+        "it and make another. Use it as `Authorization: Bearer <key>`, or for SMTP "
+        "submission as the password with NAME as the user name. Example: "
+        "gateway apikey create shop --scope send",
     )
     p.add_argument("name", metavar="NAME", help="who or what uses it, e.g. crm or an-staff")
-    command(ksub, "list", cmd_apikey_list, "list keys: name, prefix, created, revoked")
+    p.add_argument(
+        "--scope",
+        choices=("admin", "send"),
+        default="admin",
+        help="admin: everything the API offers (default); send: only sending mail, through "
+        "POST /api/v1/messages or SMTP submission",
+    )
+    command(ksub, "list", cmd_apikey_list, "list keys: name, scope, prefix, created, revoked")
     p = command(ksub, "revoke", cmd_apikey_revoke, "revoke a key at once")
     p.add_argument("name", metavar="NAME")
 

@@ -21,7 +21,9 @@ TOUCH_EVERY = 60.0
 class AdminQueries(StoreBase):
     # -- API keys --------------------------------------------------------------------------
 
-    async def create_api_key(self, name: str, prefix: str, key_hash: str, now: float) -> None:
+    async def create_api_key(
+        self, name: str, prefix: str, key_hash: str, now: float, scope: str = "admin"
+    ) -> None:
         async with self.transaction():
             if await self.rows(
                 "SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)
@@ -30,15 +32,17 @@ class AdminQueries(StoreBase):
                     f"an API key named {name!r} already exists: revoke it first or pick another name"
                 )
             await self.run(
-                "INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES (?, ?, ?, ?)",
-                (name, prefix, key_hash, now),
+                "INSERT INTO api_keys (name, prefix, key_hash, created_at, scope)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (name, prefix, key_hash, now, scope),
             )
 
     async def list_api_keys(self) -> list[dict[str, Any]]:
         rows = await self.rows(
-            "SELECT name, prefix, created_at, revoked_at, last_used_at FROM api_keys ORDER BY id"
+            "SELECT name, prefix, scope, created_at, revoked_at, last_used_at FROM api_keys"
+            " ORDER BY id"
         )
-        keys = ("name", "prefix", "created_at", "revoked_at", "last_used_at")
+        keys = ("name", "prefix", "scope", "created_at", "revoked_at", "last_used_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     async def revoke_api_key(self, name: str, now: float) -> int:
@@ -50,19 +54,20 @@ class AdminQueries(StoreBase):
             )
         return len(rows)
 
-    async def find_api_key(self, key_hash: str, now: float) -> str | None:
-        """The name of the live key with this hash (None when unknown or revoked)."""
+    async def find_api_key(self, key_hash: str, now: float) -> tuple[str, str] | None:
+        """The name and scope of the live key with this hash (None when unknown or revoked)."""
         rows = await self.rows(
-            "SELECT id, name, last_used_at FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+            "SELECT id, name, scope, last_used_at FROM api_keys"
+            " WHERE key_hash = ? AND revoked_at IS NULL",
             (key_hash,),
         )
         if not rows:
             return None
-        key_id, name, last_used = rows[0]
+        key_id, name, scope, last_used = rows[0]
         if last_used is None or last_used < now - TOUCH_EVERY:
             async with self.transaction():
                 await self.run("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
-        return str(name)
+        return str(name), str(scope)
 
     # -- promise 9: who read whose data, never the data ------------------------------------
 

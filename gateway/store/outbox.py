@@ -22,7 +22,7 @@ OUTBOX_COLUMNS = (
 )  # fmt: skip
 LOG_COLUMNS = (
     "message_id", "contact_id", "email", "category", "topic_id", "subject", "status", "reason",
-    "created_at", "campaign_id",
+    "created_at", "campaign_id", "source",
 )  # fmt: skip
 
 
@@ -261,4 +261,10 @@ class OutboxQueries(StoreBase):
         )
         if row is None:
             raise NotFound(f"no message {message_id!r}")
-        return dict(row._mapping)
+        source = await self.db.fetch_val(
+            select(t.message_log.c.source)
+            .where(t.message_log.c.message_id == message_id)
+            .order_by(t.message_log.c.id)
+            .limit(1)
+        )
+        return {**dict(row._mapping), "source": source}

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 
 # Bumped with every change to the tables; `gateway init` brings an older database up to it.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -191,6 +191,8 @@ message_log = Table(
     Column("reason", Text),
     Column("created_at", Float, nullable=False),
     Column("campaign_id", Integer, ForeignKey("campaigns.id")),
+    # who handed the message in: "apikey:NAME" (HTTP), "smtp:NAME" (submission), or NULL
+    Column("source", String(120)),
     Index("ix_message_log_message", "message_id"),
     Index("ix_message_log_contact", "contact_id"),
     # the frequency cap (AD-3) counts recent marketing mail per address
@@ -210,6 +212,8 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
     Column("last_used_at", Float),
+    # admin: everything; send: only POST /api/v1/messages and SMTP submission
+    Column("scope", String(16), nullable=False, server_default="admin"),
 )
 
 # Promise 9: every read of a person's data through the API or CLI, who/what/when, never the data.
@@ -265,4 +269,43 @@ bounces = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_bounces_email", "email", "kind", "created_at"),
     Index("ix_bounces_kind", "kind", "created_at"),
+)
+
+
+# Staff of the web console (/admin): the password is an Argon2 hash, never the password.
+staff = Table(
+    "staff",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),  # admin | marketer | viewer
+    Column("password_hash", Text, nullable=False),
+    Column("language", String(8)),  # the console's language; NULL: GATEWAY_DEFAULT_LANGUAGE
+    Column("created_at", Float, nullable=False),
+    Column("password_changed_at", Float, nullable=False),
+)
+
+# A console session: only a hash of the cookie's token is kept, with its CSRF token.
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("staff_id", Integer, ForeignKey("staff.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Index("ix_staff_sessions_staff", "staff_id"),
+)
+
+# Per-day counts for the dashboard (sent, bounced, complained, refused, ...), kept as they
+# happen so the dashboard never scans the message log. `day` is the UTC date, YYYY-MM-DD.
+daily_counts = Table(
+    "daily_counts",
+    metadata,
+    Column("day", String(10), nullable=False),
+    Column("metric", String(32), nullable=False),
+    Column("n", Integer, nullable=False, default=0),
+    UniqueConstraint("day", "metric", name="uq_daily_counts"),
 )

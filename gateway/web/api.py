@@ -60,17 +60,29 @@ class BearerAuth:
                 {"WWW-Authenticate": CHALLENGE},
             )
         else:
-            name = await apikeys.authenticate(self.gateway.store, key.strip())
-            if name is not None:
-                scope["gateway.actor"] = f"apikey:{name}"
+            found = await apikeys.authenticate(self.gateway.store, key.strip())
+            if found is not None and not found.may("admin") and not _sends(scope):
+                response = error(
+                    403,
+                    f"the API key {found.name!r} may only send mail (POST {PREFIX}/messages):"
+                    " use a key made with --scope admin for this",
+                )
+            elif found is not None:
+                scope["gateway.actor"] = f"apikey:{found.name}"
                 await self.app(scope, receive, send)
                 return
-            response = error(
+            else:
+                response = error(
                 401,
-                "the API key is unknown or revoked",
-                {"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
-            )
+                    "the API key is unknown or revoked",
+                    {"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
+                )
         await response(scope, receive, send)
+
+
+def _sends(scope: Scope) -> bool:
+    """What a send-scoped key may do: POST /messages, and nothing else."""
+    return scope["method"] == "POST" and scope["path"].rstrip("/") == PREFIX + "/messages"
 
 
 async def api_error(request: Request, exc: Exception) -> Response:

@@ -33,6 +33,7 @@ async def send_message(request: Request) -> Response:
         headers=data.get("headers"),
         context=data.get("context"),
         idempotency_key=data.get("idempotency_key"),
+        source=request.scope["gateway.actor"],
     )
     return JSONResponse(result.as_dict(), status_code=202 if result.queued else 200)
 

@@ -1,0 +1,43 @@
+"""Schema version 5: scoped API keys, who submitted each message, staff of the web console
+with their sessions, and per-day counts for the dashboard.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from gateway.store import schema
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+NEW_TABLES = (schema.staff, schema.staff_sessions, schema.daily_counts)
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    inspector = sa.inspect(bind)
+    keys = {c["name"] for c in inspector.get_columns("api_keys")}
+    if "scope" not in keys:
+        op.add_column(
+            "api_keys",
+            sa.Column("scope", sa.String(16), nullable=False, server_default="admin"),
+        )
+    logged = {c["name"] for c in inspector.get_columns("message_log")}
+    if "source" not in logged:
+        op.add_column("message_log", sa.Column("source", sa.String(120)))
+    # The tables as schema.py declares them today: a later revision that changes one of
+    # them alters it from there.
+    schema.metadata.create_all(bind, tables=list(NEW_TABLES))
+
+
+def downgrade() -> None:
+    schema.metadata.drop_all(op.get_bind(), tables=list(reversed(NEW_TABLES)))
+    op.drop_column("message_log", "source")
+    op.drop_column("api_keys", "scope")
