@@ -73,7 +73,7 @@ class BearerAuth:
                 return
             else:
                 response = error(
-                401,
+                    401,
                     "the API key is unknown or revoked",
                     {"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
                 )
