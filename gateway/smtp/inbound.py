@@ -50,7 +50,7 @@ DEFAULT_HOST = "127.0.0.1"
 _HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\*")
 
 
-def parse_hostport(value: str) -> tuple[str, int]:
+def parse_hostport(value: str, what: str = "inbound SMTP address") -> tuple[str, int]:
     """``"host:port"`` -> ``(host, port)`` for GATEWAY_INBOUND_SMTP.
 
     Accepted: ``127.0.0.1:2525``, ``mx.example.com:25``, ``[::1]:2525`` (IPv6 in brackets),
@@ -62,8 +62,7 @@ def parse_hostport(value: str) -> tuple[str, int]:
 
     def bad(why: str) -> ConfigError:
         return ConfigError(
-            f"inbound SMTP address {text!r}: {why}; expected host:port,"
-            " e.g. 127.0.0.1:2525 or [::1]:2525"
+            f"{what} {text!r}: {why}; expected host:port, e.g. 127.0.0.1:2525 or [::1]:2525"
         )
 
     if not text:

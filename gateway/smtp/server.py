@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 from aiosmtpd.smtp import SMTP as _AiosmtpdSMTP
-from aiosmtpd.smtp import Session
+from aiosmtpd.smtp import AuthResult, LoginPassword, Session
 
-__all__ = ["LINE_LENGTH_LIMIT", "SMTP", "Listener"]
+__all__ = ["LINE_LENGTH_LIMIT", "SMTP", "Listener", "Verify"]
+
+#: Checks AUTH credentials: (client address, user, password) -> what the session holds as
+#: `auth_data`, or None to refuse. Awaited, so it may look in the database.
+Verify = Callable[[str, str, str], Awaitable[Any | None]]
 
 #: Longest line accepted (RFC 5321 says 1000; broken bounces quote longer ones).
 LINE_LENGTH_LIMIT = 64 * 1024
@@ -35,18 +40,53 @@ class _Session(Session):
 
 class SMTP(_AiosmtpdSMTP):
     """aiosmtpd's SMTP protocol that accepts long lines and registers itself in `registry`
-    while connected, so its listener can end every connection when it stops."""
+    while connected, so its listener can end every connection when it stops. With `verify`,
+    AUTH PLAIN and LOGIN are answered by awaiting it (aiosmtpd's own authenticator is
+    synchronous); a refusal is answered `bad_credentials`."""
 
     def __init__(
         self,
         *args: Any,
         registry: set[SMTP],
         line_length_limit: int = LINE_LENGTH_LIMIT,
+        verify: Verify | None = None,
+        bad_credentials: str = "535 5.7.8 Authentication credentials invalid",
         **kwargs: Any,
     ) -> None:
         self.line_length_limit = line_length_limit  # read by SMTP.__init__ for its StreamReader
         self._registry = registry
+        self._verify_credentials = verify
+        self._bad_credentials = bad_credentials
         super().__init__(*args, **kwargs)
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        if self._verify_credentials is None:
+            return super()._authenticate(mechanism, auth_data)
+        # Called synchronously with the decoded credentials: hand them to `_verify`.
+        return AuthResult(success=True, handled=False, auth_data=auth_data)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._verify(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._verify(await super().auth_LOGIN(_, args))
+
+    async def _verify(self, result: AuthResult) -> AuthResult:
+        credentials = result.auth_data
+        verify = self._verify_credentials
+        if verify is None or not result.success or not isinstance(credentials, LoginPassword):
+            return result  # aiosmtpd's own answer (a malformed exchange is answered already)
+        assert self.session is not None
+        peer = self.session.peer
+        client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        found = await verify(
+            client,
+            credentials.login.decode("utf-8", "replace"),
+            credentials.password.decode("utf-8", "replace"),
+        )
+        if found is None:
+            return AuthResult(success=False, handled=False, message=self._bad_credentials)
+        return AuthResult(success=True, auth_data=found)
 
     def _create_session(self) -> Session:
         return _Session(self.loop)
