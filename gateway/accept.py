@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import addresses, mime, render_threads
+from .audience import say_held
 from .catalog import SUBJECTS, local_time, mail_language
 from .config import Settings
 from .errors import InvalidMessage, MessageRefused, UnknownTopic
@@ -16,6 +17,7 @@ from .policy import CATEGORIES, decide
 from .records import Contact, OutboxItem, Topic
 from .render import DROPPED, RESERVED, Draft, Rendered, Renderer
 from .store import Store
+from .submitted import Submitted
 from .tokens import Signer
 
 # Mail that asks an address to confirm a sign-up: rendered from its own context (the
@@ -71,6 +73,7 @@ class SendRequest:
     campaign_id: int | None = None
     not_before: float | None = None  # earliest delivery (a campaign's --rate spreads its mail)
     source: str | None = None  # who handed it in: "apikey:NAME", "smtp:NAME"; kept in the log
+    message: Submitted | None = None  # a whole message an application built (SMTP submission)
 
 
 class Accepter:
@@ -138,7 +141,7 @@ class Accepter:
         if req.category == "marketing":
             if not req.topic:
                 raise InvalidMessage(
-                    "marketing mail needs a topic: the recipient must have opted in to it (AD-4)"
+                    "marketing mail needs a topic: the recipient must have opted in to it"
                 )
             topic = await self.topic(req.topic)
         elif req.topic:
@@ -146,13 +149,16 @@ class Accepter:
         if not (req.subject or "").strip():
             raise InvalidMessage("the subject is empty")
         mime.check_header("Subject", req.subject)
-        self._check_body("html", req.html)
-        self._check_body("text", req.text)
-        if not (req.html or "").strip() and not (req.text or "").strip():
-            raise InvalidMessage("the message has no body: give html, text or both")
+        if req.message is None:
+            self._check_body("html", req.html)
+            self._check_body("text", req.text)
+            if not (req.html or "").strip() and not (req.text or "").strip():
+                raise InvalidMessage("the message has no body: give html, text or both")
         label = self.settings.ad_label
         if req.category != "marketing" and label and req.subject.lstrip().startswith(label):
-            raise InvalidMessage(f"only marketing mail carries the {label} label (AD-5)")
+            raise InvalidMessage(
+                f"only marketing mail carries the {label} label (it marks advertising)"
+            )
         headers = []
         for name, value in (req.headers or {}).items():
             mime.check_header(name, value)
@@ -171,17 +177,29 @@ class Accepter:
             topic=topic,
             headers=tuple(headers),
             context=dict(req.context or {}),
+            message=req.message,
         )
 
     async def send(self, req: SendRequest) -> SendResult:
         return (await self.send_many([req]))[0]
+
+    async def refusal(self, to: str) -> str | None:
+        """Why no mail at all may go to `to` now (an erasure, a hard bounce, a refusal of all
+        mail), or None. SMTP submission answers it at RCPT, before it knows the category."""
+        to = addresses.normalize(to)
+        async with self.store.connection():
+            standings = await self.store.standings({to: self.signer.address_hashes(to)})
+        decision = decide("transactional", None, standings[to])
+        return None if decision.allowed else decision.reason
 
     async def send_many(self, requests: Sequence[SendRequest]) -> list[SendResult]:
         """Accept a batch: the same checks as one by one, in one transaction. Invalid input
         anywhere in the batch raises before anything is written."""
         prepared = await self.prepare(requests)
         await self.commit(prepared)
-        return prepared.results
+        # A message the frequency cap will hold says so (queued all the same).
+        cap = self.settings.marketing_daily_cap
+        return await say_held(self.store, cap, requests, prepared.results)
 
     def queue_template(
         self, contact: Contact, *, template: str, subject: str, context: Mapping[str, Any]

@@ -53,37 +53,89 @@ class Campaigns:
     # -- definition ------------------------------------------------------------------------
 
     async def create(
-        self, *, name: str, topic: str, subject: str, html: str | None, text: str | None = None
+        self,
+        *,
+        name: str,
+        topic: str,
+        subject: str,
+        html: str | None,
+        text: str | None = None,
+        keep_blocked: bool = False,
     ) -> int:
         """Refused with the reason when its template cannot render for a contact or holds
-        third-party content; nothing is written then."""
+        third-party content; nothing is written then. With `keep_blocked` (the console's
+        drafts) third-party content is kept, to be shown and fixed: `start` refuses such
+        a campaign until it is."""
+        values = await self._validate(name, topic, subject, html, text, keep_blocked)
+        return await self.store.create_campaign(
+            **values, state="draft", cursor=0, enqueued_all=False, created_at=time.time()
+        )
+
+    async def edit(
+        self,
+        campaign_id: int,
+        *,
+        name: str,
+        topic: str,
+        subject: str,
+        html: str | None,
+        text: str | None = None,
+        keep_blocked: bool = False,
+    ) -> None:
+        """Change a campaign while it is a draft, with the checks of `create`."""
+        c = await self.get(campaign_id)
+        values = await self._validate(name, topic, subject, html, text, keep_blocked)
+        if c["state"] != "draft" or not await self.store.update_draft(campaign_id, values):
+            raise InvalidInput(f"campaign {campaign_id} is not a draft: it cannot be changed")
+
+    async def _validate(
+        self, name: str, topic: str, subject: str, html: str | None, text: str | None, keep: bool
+    ) -> dict[str, Any]:
+        """A campaign's columns, checked as `create` says."""
         if not name.strip():
             raise InvalidInput("a campaign needs a --name")
         request = SendRequest("preview@example.vn", subject, html, text, "marketing", topic)
         draft = await self.accepter.draft(request)
         assert draft.topic is not None
         for lang in ("vi", "en"):
-            self._check(await self._sample(draft, lang))
-        return await self.store.create_campaign(
-            name=name.strip(),
-            topic_id=draft.topic.id,
-            subject=subject,
-            html=html,
-            text=text,
-            state="draft",
-            cursor=0,
-            enqueued_all=False,
-            created_at=time.time(),
+            rendered = await self._sample(draft, lang)
+            if not keep:
+                self._refuse(rendered.findings)
+        return {
+            "name": name.strip(),
+            "topic_id": draft.topic.id,
+            "subject": subject,
+            "html": html,
+            "text": text,
+        }
+
+    async def sample(self, campaign_id: int, lang: str) -> Rendered:
+        """The campaign as a sample contact (not a real one) would get it in `lang`."""
+        c = await self.get(campaign_id)
+        draft = await self.accepter.draft(
+            SendRequest(
+                "preview@example.vn", c["subject"], c["html"], c["text"], "marketing", c["topic"]
+            )
         )
+        return await self._sample(draft, lang)
+
+    async def findings(self, campaign_id: int) -> tuple[content.Finding, ...]:
+        """The third-party content the scan finds in the campaign as a sample contact gets
+        it, in either language: while there is any, the campaign cannot be sent."""
+        found: dict[tuple[str, str], content.Finding] = {}
+        for lang in ("vi", "en"):
+            for f in (await self.sample(campaign_id, lang)).findings:
+                found.setdefault((f.url, f.where), f)
+        return tuple(found.values())
 
     async def _sample(self, draft: Draft, lang: str) -> Rendered:
         contact = Contact(0, "preview", draft.to, "Nguyễn Văn An", lang, "active")
         return await self.accepter.render(draft, contact, {})
 
     @staticmethod
-    def _check(rendered: Rendered) -> None:
-        if rendered.findings:
-            urls = "; ".join(dict.fromkeys(f"{f.url} ({f.reason})" for f in rendered.findings))
+    def _refuse(findings: tuple[content.Finding, ...]) -> None:
+        if findings:
+            urls = "; ".join(dict.fromkeys(f"{f.url} ({f.reason})" for f in findings))
             raise InvalidInput(f"the template holds third-party content: {urls}")
 
     async def get(self, campaign_id: int) -> dict[str, Any]:
@@ -169,6 +221,8 @@ class Campaigns:
             raise InvalidInput(f"campaign {campaign_id} is {c['state']}: it cannot be sent again")
         if rate is not None and rate <= 0:
             raise InvalidInput("--rate must be a positive number of messages per second")
+        if c["state"] == "draft":
+            self._refuse(await self.findings(campaign_id))  # kept by the console, not fixed
         if c["state"] == "paused":
             await self.resume(campaign_id)
             return "sending"

@@ -17,11 +17,25 @@ from .errors import ConfigError
 log = logging.getLogger("gateway")
 
 DEV_SECRET_FILE = ".gateway-secret"
+_WARNED: set[str] = set()  # development key files already warned about in this process
 MIN_SECRET_KEY_LENGTH = 32
 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _domains(name: str, value: str) -> tuple[str, ...]:
+    """A comma-separated list of domains. "a.vn b.vn" would be one name matching nothing,
+    so every link to either would quietly block mail: refused with the list to write."""
+    found = _csv(value.lower())
+    for entry in found:
+        if any(c.isspace() for c in entry):
+            fixed = ",".join(entry.split())
+            raise ConfigError(
+                f"{name}: {entry!r} is read as one name: separate domains with commas, {fixed}"
+            )
+    return found
 
 
 def _duration(value: str) -> float:
@@ -60,8 +74,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_SECRET_KEYS",
         "",
-        "comma-separated signing keys, newest first, each at least 32 characters; a development"
-        " key is kept in .gateway-secret when unset",
+        "comma-separated signing keys, each at least 32 characters: the first signs new links,"
+        " the others only verify links signed before (keep an old key listed while its links"
+        " must work); a development key is kept in .gateway-secret when unset",
     ),
     Setting(
         "GATEWAY_BASE_URL", "http://127.0.0.1:8000", "public base URL of the preference center"
@@ -70,14 +85,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_FIRST_PARTY_DOMAINS",
         "",
-        "domains whose links and images are allowed, besides the host of GATEWAY_BASE_URL"
-        " (always first party); default: the domain of GATEWAY_FROM",
+        "comma-separated domains (and their subdomains) whose links and images are allowed;"
+        " the list replaces the default, the domain of GATEWAY_FROM, and adds to the host of"
+        " GATEWAY_BASE_URL, which is always first party",
     ),
     Setting(
         "GATEWAY_LINK_DOMAINS",
         "",
-        "domains that plain links (<a href>, URLs in the text part) may point to, e.g."
-        " facebook.com,zalo.me; never images, stylesheets, fonts, forms or frames",
+        "comma-separated domains that plain links (<a href>, URLs in the text part) may point"
+        " to, e.g. facebook.com,zalo.me; adds to GATEWAY_FIRST_PARTY_DOMAINS for links only,"
+        " never for images, stylesheets, fonts, forms or frames",
     ),
     Setting(
         "GATEWAY_SENDER_NAME",
@@ -106,6 +123,23 @@ SETTINGS: tuple[Setting, ...] = (
         "host:port where bounces, complaints and mailto refusals are received (off when unset)",
     ),
     Setting(
+        "GATEWAY_SUBMISSION_SMTP",
+        "",
+        "host:port where applications submit mail by SMTP (STARTTLS, then AUTH with an API key"
+        " NAME as user and the key as password); off when unset",
+    ),
+    Setting(
+        "GATEWAY_TLS_CERT",
+        "",
+        "certificate (PEM, with its chain) for STARTTLS on the submission port",
+    ),
+    Setting("GATEWAY_TLS_KEY", "", "private key (PEM) of GATEWAY_TLS_CERT"),
+    Setting(
+        "GATEWAY_SUBMISSION_MAX_BYTES",
+        "26214400",
+        "largest message accepted by SMTP submission, in bytes (announced with SIZE; 25 MB)",
+    ),
+    Setting(
         "GATEWAY_BOUNCE_ADDRESS",
         "",
         "envelope sender; each message gets its own signed return path, local+TOKEN@domain,"
@@ -117,7 +151,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GATEWAY_RETRY_SCHEDULE",
         "60,300,1800,7200",
-        "seconds between delivery attempts after a temporary failure",
+        "comma-separated waits between delivery attempts after a temporary failure (seconds,"
+        " or 15m, 2h); the last one repeats until GATEWAY_RETRY_MAX_AGE",
     ),
     Setting("GATEWAY_RETRY_MAX_AGE", "3d", "give up on a message this long after it was accepted"),
     Setting(
@@ -132,7 +167,7 @@ SETTINGS: tuple[Setting, ...] = (
         "how long a worker holds the messages it claimed; a crashed worker's return after it",
     ),
     Setting(
-        "GATEWAY_MARKETING_DAILY_CAP", "3", "marketing messages to one address in any 24 hours"
+        "GATEWAY_MARKETING_DAILY_CAP", "3", "marketing messages to one address in any 24 hours; 0 turns the cap off"
     ),
     Setting(
         "GATEWAY_AD_LABEL",
@@ -187,6 +222,10 @@ class Settings:
     sender_website: str = ""
     refusal_address: str = ""
     inbound_smtp: str = ""
+    submission_smtp: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    submission_max_bytes: int = 25 * 1024 * 1024
     dkim_domain: str = ""
     dkim_selector: str = ""
     dkim_key_file: str = ""
@@ -277,6 +316,22 @@ class Settings:
         max_body = number("GATEWAY_MAX_BODY_BYTES", int)
         if max_body < 1:
             raise ConfigError("GATEWAY_MAX_BODY_BYTES must be at least 1, e.g. 2000000")
+        submission_max = number("GATEWAY_SUBMISSION_MAX_BYTES", int)
+        if submission_max < 1024:
+            raise ConfigError(
+                "GATEWAY_SUBMISSION_MAX_BYTES must be at least 1024, e.g. 26214400 (25 MB)"
+            )
+        submission = get("GATEWAY_SUBMISSION_SMTP")
+        tls = {k: get(k) for k in ("GATEWAY_TLS_CERT", "GATEWAY_TLS_KEY")}
+        if any(tls.values()) and not all(tls.values()):
+            missing = ", ".join(k for k, v in tls.items() if not v)
+            raise ConfigError(f"TLS is half configured: set {missing} too (or neither)")
+        if submission and not all(tls.values()):
+            raise ConfigError(
+                "GATEWAY_SUBMISSION_SMTP needs GATEWAY_TLS_CERT and GATEWAY_TLS_KEY: applications"
+                " send an API key as their password, so the submission port speaks only after"
+                " STARTTLS"
+            )
         language = get("GATEWAY_DEFAULT_LANGUAGE")
         if language not in ("vi", "en"):
             raise ConfigError("GATEWAY_DEFAULT_LANGUAGE must be vi or en")
@@ -287,7 +342,10 @@ class Settings:
             dict.fromkeys(
                 d
                 for d in (
-                    *(_csv(get("GATEWAY_FIRST_PARTY_DOMAINS").lower()) or (from_domain,)),
+                    *(
+                        _domains("GATEWAY_FIRST_PARTY_DOMAINS", get("GATEWAY_FIRST_PARTY_DOMAINS"))
+                        or (from_domain,)
+                    ),
                     (parts.hostname or "").lower(),
                 )
                 if d
@@ -301,13 +359,17 @@ class Settings:
             from_address=address,
             from_name=name,
             first_party_domains=first_party,
-            link_domains=_csv(get("GATEWAY_LINK_DOMAINS").lower()),
+            link_domains=_domains("GATEWAY_LINK_DOMAINS", get("GATEWAY_LINK_DOMAINS")),
             sender_name=get("GATEWAY_SENDER_NAME") or name or from_domain,
             sender_postal_address=get("GATEWAY_SENDER_POSTAL_ADDRESS"),
             sender_phone=get("GATEWAY_SENDER_PHONE"),
             sender_website=get("GATEWAY_SENDER_WEBSITE") or base_url,
             refusal_address=get("GATEWAY_REFUSAL_ADDRESS") or f"unsubscribe@{from_domain}",
             inbound_smtp=get("GATEWAY_INBOUND_SMTP"),
+            submission_smtp=submission,
+            tls_cert=tls["GATEWAY_TLS_CERT"],
+            tls_key=tls["GATEWAY_TLS_KEY"],
+            submission_max_bytes=submission_max,
             dkim_domain=get("GATEWAY_DKIM_DOMAIN"),
             dkim_selector=get("GATEWAY_DKIM_SELECTOR"),
             dkim_key_file=get("GATEWAY_DKIM_KEY_FILE"),
@@ -397,5 +459,11 @@ def _with_dev_key(settings: Settings) -> Settings:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(key + "\n")
-    log.warning("GATEWAY_SECRET_KEYS is unset: using the development key in %s", path.resolve())
+    if str(path.resolve()) not in _WARNED:  # once per process, not once per Settings
+        _WARNED.add(str(path.resolve()))
+        log.warning(
+            "GATEWAY_SECRET_KEYS is unset: using the development key in %s, fine on this"
+            " machine only (`gateway check` says what to set before sending real mail)",
+            path.resolve(),
+        )
     return replace(settings, secret_keys=(key,))

@@ -139,7 +139,8 @@ class Consent:
             subject=subject("refusal", contact.language),
             context={"received_at": now},
         )
-        async with self.store.transaction():
+
+        async def write() -> bool:
             added = await self.suppress_address(
                 contact.email, scope="marketing", reason=reason, source=source, now=now
             )
@@ -147,7 +148,24 @@ class Consent:
                 return False
             await self.record(contact, "opt_out", source=source, now=now, ip=ip)
             await self.accepter.commit(confirmation)
-        return True
+            return True
+
+        # Refusals arriving together share one transaction and one fsync (group commit);
+        # each is answered only once its own is committed. On SQLite the same writes run
+        # as one step in the database's thread.
+        in_thread = self.store.refusal_in_thread(
+            email=contact.email,
+            email_hash=self.signer.address_hash(contact.email),
+            reason=reason,
+            source=source,
+            now=now,
+            contact_id=contact.id,
+            ip=ip,
+            default_version=self.settings.policy_version,
+            rows=confirmation.rows,
+            logs=confirmation.logs,
+        )
+        return await self.store.grouped(write, in_thread)
 
     async def suppress_address(
         self,

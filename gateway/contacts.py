@@ -6,10 +6,10 @@ import csv
 import io
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import addresses
 from .catalog import LANGUAGES
@@ -150,19 +150,21 @@ class Contacts(ConsentingService):
         batch_size: int = 500,
     ) -> ImportReport:
         """Import a CSV (header email,name,phone,address,language,topics with topics
-        separated by ';'). Good rows are imported; each bad row is reported by line."""
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read {path}: {exc}") from None
-        return await self.import_csv(
-            text,
-            subscribe=subscribe,
-            source=source,
-            progress=progress,
-            batch_size=batch_size,
-            name=str(path),
-        )
+        separated by ';'). Good rows are imported; each bad row is reported by line.
+        The file is read twice, a record at a time, never held whole: a first pass checks
+        its quoting (a quote left open imports nothing) and counts its rows, the second
+        imports them `batch_size` at a time, so memory stays flat however long it is."""
+
+        def reopen() -> TextIO:
+            try:
+                return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+            except OSError as exc:
+                raise InvalidInput(f"cannot read {path}: {exc}") from None
+
+        return await self._import(
+            reopen, subscribe=subscribe, source=source, progress=progress,
+            batch_size=batch_size, name=str(path),
+        )  # fmt: skip
 
     async def import_csv(
         self,
@@ -175,30 +177,54 @@ class Contacts(ConsentingService):
         name: str = "the CSV",
     ) -> ImportReport:
         """`import_file` for CSV text already in memory (the admin API's upload)."""
-        records = _csv_records(text, name)
-        header = records[0][1] if records else []
+        return await self._import(
+            lambda: io.StringIO(text, newline=""), subscribe=subscribe, source=source,
+            progress=progress, batch_size=batch_size, name=name,
+        )  # fmt: skip
+
+    async def _import(
+        self,
+        reopen: Callable[[], TextIO],
+        *,
+        subscribe: Iterable[str],
+        source: str,
+        progress: Callable[[int, int], Any] | None,
+        batch_size: int,
+        name: str,
+    ) -> ImportReport:
+        # First pass: the whole file's quoting is checked and its rows counted before
+        # anything is written.
+        with reopen() as f:
+            records = _csv_records(f, name)
+            header = next(records, (0, []))[1]
+            total = sum(1 for _ in records)
         fields = [f.strip().lower() for f in header]
         if "email" not in fields:
             raise InvalidInput(f"{name}: the first line must be a header with an 'email' column")
         unknown = set(fields) - CSV_COLUMNS
         if unknown:
             raise InvalidInput(f"{name}: unknown column(s) {', '.join(sorted(unknown))}")
-        rows = records[1:]
         default_topics = [await self.accepter.topic(slug) for slug in subscribe]
         report = ImportReport()
         prepared: list[tuple[int, dict[str, Any]]] = []
-        for line, cells in rows:
-            try:
-                prepared.append((line, await self._row(fields, cells, default_topics)))
-            except InvalidInput as exc:
-                report.bad_rows.append((line, str(exc)))
-        done = len(rows) - len(prepared)
-        for start in range(0, len(prepared), batch_size):
-            chunk = prepared[start : start + batch_size]
-            await self._import_chunk(chunk, source, report)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, len(rows))
+        done = 0
+        with reopen() as f:
+            records = _csv_records(f, name)
+            next(records, None)  # the header
+            for line, cells in records:
+                try:
+                    prepared.append((line, await self._row(fields, cells, default_topics)))
+                except InvalidInput as exc:
+                    report.bad_rows.append((line, str(exc)))
+                done += 1
+                if len(prepared) >= batch_size or done >= total:
+                    if prepared:
+                        await self._import_chunk(prepared, source, report)
+                    prepared = []
+                    if progress is not None:
+                        progress(done, max(done, total))
+        if prepared:  # the file grew between the two passes
+            await self._import_chunk(prepared, source, report)
         report.bad_rows.sort()
         if report.created >= BULK:
             await self.store.analyze("contacts", "subscriptions", "consent_ledger")
@@ -306,13 +332,13 @@ class Contacts(ConsentingService):
         return erased
 
 
-def _csv_records(text: str, path: str) -> list[tuple[int, list[str]]]:
-    """The non-blank records of a CSV with the line each starts on. A quote left open
-    would swallow the lines after it into one field (a mangled address imported without
-    a word): a record that spans lines, or any quoting the csv module's strict mode
-    refuses, rejects the whole file, naming the line, before anything is imported."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    records: list[tuple[int, list[str]]] = []
+def _csv_records(f: TextIO, path: str) -> Iterator[tuple[int, list[str]]]:
+    """The non-blank records of a CSV with the line each starts on, read as they come. A
+    quote left open would swallow the lines after it into one field (a mangled address
+    imported without a word): a record that spans lines, or any quoting the csv module's
+    strict mode refuses, raises `InvalidInput` naming the line; the import's first pass
+    reads the whole file this way before anything is imported."""
+    reader = csv.reader(f, strict=True)
     last = 0
     try:
         for cells in reader:
@@ -324,9 +350,10 @@ def _csv_records(text: str, path: str) -> list[tuple[int, list[str]]]:
                     f"{path}, line {start}: a field runs over several lines (a quote left"
                     " open?); fix the file, nothing was imported"
                 )
-            records.append((start, cells))
+            yield start, cells
     except csv.Error as exc:
         raise InvalidInput(
             f"{path}, line {last + 1}: {exc} (a quote left open?); fix the file, nothing was imported"
         ) from None
-    return records
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from None

@@ -10,7 +10,15 @@ import tinycss2
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from .nesting import MAX_DEPTH, too_deep
-from .urls import SCRIPT_SCHEMES, Finding, check, is_first_party, normalize_host, split_scheme
+from .urls import (
+    SCRIPT_SCHEMES,
+    Finding,
+    check,
+    is_first_party,
+    is_ip,
+    normalize_host,
+    split_scheme,
+)
 
 __all__ = ["Finding", "is_first_party", "normalize_host", "scan"]
 
@@ -266,6 +274,13 @@ def scan(
             reason = (
                 f"{finding.host} is allowed for links only (GATEWAY_LINK_DOMAINS), never for"
                 " images, stylesheets, fonts, forms or frames: host the file yourself"
+            )
+        elif finding.host and kind == _LINK and not is_ip(finding.host):
+            # A plain link loads nothing: the fix is to allow the domain, not to copy a page.
+            reason = (
+                f"{finding.host} is not a first-party domain: to allow plain links to it (a"
+                " social page, say) add it to GATEWAY_LINK_DOMAINS, or to"
+                " GATEWAY_FIRST_PARTY_DOMAINS if it is your own"
             )
         findings[(url, where)] = Finding(url, finding.host, where, reason)
 

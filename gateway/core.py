@@ -135,17 +135,9 @@ class Gateway:
         `source` names who handed it in, for the message log (e.g. "apikey:crm")."""
         return await self.accepter.send(
             SendRequest(
-                to,
-                subject,
-                html,
-                text,
-                category,
-                topic,
-                headers,
-                context,
-                idempotency_key,
+                to, subject, html, text, category, topic, headers, context, idempotency_key,
                 source=source,
-            )
+            )  # fmt: skip
         )
 
     async def send_many(self, requests: Sequence[SendRequest]) -> list[SendResult]:
@@ -231,6 +223,18 @@ class Gateway:
 
         async with InboundServer(host, port, handle, accept_rcpt=self.feedback.accepts) as srv:
             yield f"{host}:{srv.port}"
+
+    @contextlib.asynccontextmanager
+    async def submitting(self) -> AsyncIterator[str | None]:
+        """Take mail from applications by SMTP on GATEWAY_SUBMISSION_SMTP while inside
+        (yields "host:port", or None when the setting is unset): see gateway.submission."""
+        if not self.settings.submission_smtp:
+            yield None
+            return
+        from .submission import listener
+
+        async with listener(self.settings, self.store, self.accepter) as server:
+            yield f"{server.host}:{server.port}"
 
     async def alerts(self, since: float) -> int:
         """Sender-side refusals (BN-2) recorded since `since`."""

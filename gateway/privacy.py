@@ -16,6 +16,8 @@ from typing import Any
 
 from . import content
 from .accept import SendRequest
+from .audience import PAGE, Audience
+from .audience import count as count_audience
 from .catalog import local_time, mail_language
 from .consent import ConsentingService
 from .errors import Conflict, InvalidInput, NotFound
@@ -39,6 +41,26 @@ class PublishReport:
             "published_at": self.published_at,
             "notices": {"queued": self.queued, "suppressed": self.suppressed},
         }
+
+
+async def audience(gw: Any, *, now: float | None = None) -> Audience:
+    """Who a notice of an adverse version published now would reach, and who not and why
+    (a dry run: nothing is sent or written): every contact with data stored is judged as
+    `notify` would judge them (`policy.decide`, category policy), and each erased address
+    counts as suppressed, "erased" (nothing is left of them to tell). `gw` is the Gateway
+    (or anything with its `store` and `signer`, e.g. `gw.policies`). Used by `gateway policy
+    publish --dry-run` and the console's policy page."""
+    store, signer = gw.store, gw.signer
+    before = time.time() if now is None else now
+
+    async def pages(after: int) -> list[tuple[int, str]]:
+        return [(c.id, c.email) for c in await store.policy_audience(after, before, PAGE)]
+
+    found = await count_audience(store, signer, pages, category="policy")
+    erased = await store.count_erased()
+    if erased:
+        found.suppressed["erased"] = found.suppressed.get("erased", 0) + erased
+    return found
 
 
 class Policies(ConsentingService):
@@ -69,9 +91,25 @@ class Policies(ConsentingService):
         *,
         progress: Callable[[int, int], Any] | None = None,
         page_size: int = 500,
+        send_notices: bool = True,
     ) -> PublishReport:
         """Store a new version; when it is adverse, notify every contact (PD-5). A version
-        already published is refused (`Conflict`, nothing written)."""
+        already published is refused (`Conflict`, nothing written). With `send_notices`
+        False an adverse version is recorded and its notices left to `notify` (the console
+        queues them after answering)."""
+        version, text = await self.check(version, text)
+        now = time.time()
+        async with self.store.transaction():
+            if await self.store.get_policy(version) is not None:
+                raise Conflict(f"policy version {version} is already published")
+            await self.store.add_policy(version, text, adverse, now)
+        if not adverse or not send_notices:
+            return PublishReport(version, adverse, now)
+        return await self.notify(version, progress=progress, page_size=page_size)
+
+    async def check(self, version: str, text: str) -> tuple[str, str]:
+        """The version and text as `publish` would store them, or the reason it would refuse
+        them (`InvalidInput`, `Conflict`): a dry run checks with this and writes nothing."""
         version = (version or "").strip()
         if not VERSION.fullmatch(version):
             raise InvalidInput(
@@ -93,17 +131,13 @@ class Policies(ConsentingService):
         if findings:
             urls = ", ".join(dict.fromkeys(f.url for f in findings))
             raise InvalidInput(
-                f"the policy text links outside the first-party domains ({urls}): host the "
-                "page yourself or add its domain to GATEWAY_FIRST_PARTY_DOMAINS"
+                f"the policy text links outside the first-party domains ({urls}): to allow"
+                " links there add the domain to GATEWAY_LINK_DOMAINS (or to"
+                " GATEWAY_FIRST_PARTY_DOMAINS if it is your own)"
             )
-        now = time.time()
-        async with self.store.transaction():
-            if await self.store.get_policy(version) is not None:
-                raise Conflict(f"policy version {version} is already published")
-            await self.store.add_policy(version, text, adverse, now)
-        if not adverse:
-            return PublishReport(version, False, now)
-        return await self.notify(version, progress=progress, page_size=page_size)
+        if await self.store.get_policy(version) is not None:
+            raise Conflict(f"policy version {version} is already published")
+        return version, text
 
     async def notify(
         self,

@@ -6,7 +6,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -17,15 +17,16 @@ from inscriptis import get_text
 from jinja2 import nodes
 from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from selectolax.lexbor import LexborHTMLParser
 
-from . import content, mime
+from . import content, mime, submitted
 from .config import Settings
 from .content import Finding
 from .errors import TemplateError
 from .records import Contact, Topic
 from .resources import TEMPLATES
+from .submitted import Submitted
 from .tokens import Signer
 
 # Headers the gateway writes itself; a caller may not supply them. List-* headers from a
@@ -52,6 +53,9 @@ RESERVED = frozenset(
 DROPPED = frozenset({"disposition-notification-to", "return-receipt-to", "x-confirm-reading-to"})
 
 
+# An HTML comment, or one left open to the end (which a browser ends there too).
+_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+
 # A caller's HTML that is a whole document rather than a fragment.
 _DOCUMENT = re.compile(r"<!doctype|<html[\s>]|<body[\s>]|</body\s*>")
 
@@ -70,6 +74,130 @@ def html_to_text(html: str) -> str:
         if link.text(deep=True).strip() != shown:
             link.insert_after(f" ({shown})")
     return get_text(tree.html or "").strip() + "\n"
+
+
+# Renders kept by exact input (text parts, scans) per renderer, then forgotten all at once.
+_KEPT = 2048
+_LINK_SLOTS = ("unsubscribe_url", "preferences_url")
+_MARK = "\ue000{}\ue001"  # private-use characters: in no template, unchanged by escaping
+_MARKS = re.compile("\ue000(\\d+)\ue001")
+
+
+def _skeleton(
+    render: Callable[[list[str]], str], escaped: tuple[bool, ...]
+) -> tuple[str, ...] | None:
+    """What `render(values)` gives, split at each value's place (literal, index, literal,
+    ...), or None when filling it would not give what `render` gives: checked once with
+    samples that need escaping, so a template that prints a value anything but once as it
+    is (escaped where `escaped` says) is rendered every time."""
+    try:
+        out = render([_MARK.format(i) for i in range(len(escaped))])
+        samples = [f"<b a='{i}'>&\"x{i}" for i in range(len(escaped))]
+        expected = render(samples)
+    except Exception:
+        return None
+    parts = tuple(_MARKS.split(out))
+    if any("\ue000" in part or "\ue001" in part for part in parts[::2]):
+        return None
+    return parts if _fill(parts, samples, escaped) == expected else None
+
+
+def _fill(parts: tuple[str, ...], values: list[str], escaped: tuple[bool, ...]) -> str:
+    """A skeleton with each value in its place (one pass: the values are not searched)."""
+    out = [parts[0]]
+    for i in range(1, len(parts), 2):
+        n = int(parts[i])
+        out.append(str(escape(values[n])) if escaped[n] else values[n])
+        out.append(parts[i + 1])
+    return "".join(out)
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """The Date header for now, formatted once a second (it has whole seconds)."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, formatdate(now, usegmt=True))
+    return _date[1]
+
+
+# Where a recipient's value may stand in a text skeleton: inline and block elements whose
+# text html_to_text writes as it is, whatever its length (no table, whose columns are as
+# wide as their longest cell, no <pre>, nothing hidden or raw text).
+_PLAIN_TAGS = frozenset(
+    "html body p div span a b strong i em u s strike small big tt br hr h1 h2 h3 h4 h5 h6"
+    " ul ol li blockquote address article aside footer header main nav section figure"
+    " figcaption font center sup sub mark abbr cite code q label time ins del img".split()
+)
+_TAG = re.compile(r"<\s*/?\s*([^\s/>]*)")
+_VALUE_MARK = "\ue000{}\ue001"
+_VALUE_MARKS = re.compile("\ue000(\\d+)\ue001")
+_PLAIN_VALUE = re.compile(r"[^\s<>&\"'\ue000-\uf8ff]+(?: [^\s<>&\"'\ue000-\uf8ff]+)*")
+_IN_ENTITY = re.compile(r"&(?:#?[0-9A-Za-z]*|amp;|AMP;|#0*38;|#[xX]0*26;)$")
+_ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+
+
+def _marked(html: str, values: Sequence[str]) -> tuple[str, list[str]]:
+    """`html` with each of `values` that is plain text (no markup character, no space at
+    either end or twice in a row, not only ASCII letters and digits, so never a tag,
+    attribute or entity name) replaced by a mark wherever it occurs, and the values
+    replaced, in mark order. Longest first: a value inside another is replaced after it."""
+    plain = {
+        v
+        for v in values
+        if isinstance(v, str)
+        and len(v) > 1
+        and not (v.isascii() and v.isalnum())
+        and _PLAIN_VALUE.fullmatch(v)
+    }
+    used: list[str] = []
+    for value in sorted(plain, key=len, reverse=True):
+        start = html.find(value)
+        if start < 0:
+            continue
+        while start >= 0:
+            # An occurrence that ends an entity's name ("&amp" + "; An"): no.
+            if _IN_ENTITY.search(html, max(0, start - 32), start):
+                return html, []
+            start = html.find(value, start + 1)
+        html = html.replace(value, _VALUE_MARK.format(len(used)))
+        used.append(value)
+    return html, used
+
+
+def _text_skeleton(marked: str, n: int) -> tuple[str, ...] | None:
+    """`html_to_text(marked)` split at its marks, when filling each mark with its value
+    gives what html_to_text gives for the HTML with the values: every tag is one whose
+    text is written as it is, every mark is in text (an HTML5 parser's text nodes, not an
+    attribute or a comment) and comes out once in the text. Else None."""
+    if "<!" in marked:  # comments, doctypes, CDATA: not worth the doubt
+        return None
+    if marked.count("&") != len(_ENTITY.findall(marked)):
+        return None  # an & that is not a whole character reference: parsers differ there
+    if any(tag.lower() not in _PLAIN_TAGS for tag in _TAG.findall(marked)):
+        return None
+    root = LexborHTMLParser(marked).root
+    in_text = 0
+    if root is not None:
+        for node in root.traverse(include_text=True):
+            if node.tag == "-text":
+                data = node.text_content or ""
+                if "\ue000" in data and "&" in data:
+                    # html_to_text reads its tree's HTML again, where a text's "&" is bare:
+                    # followed by a value it could start a character reference.
+                    return None
+                in_text += data.count("\ue000")
+    if in_text != marked.count("\ue000") or in_text == 0:
+        return None
+    parts = tuple(_VALUE_MARKS.split(html_to_text(marked)))
+    if sorted(parts[1::2]) != sorted(_VALUE_MARKS.findall(marked)):
+        return None  # a mark hidden (display: none) or repeated
+    if any("\ue000" in part or "\ue001" in part for part in parts[::2]):
+        return None
+    return parts if all(int(i) < n for i in parts[1::2]) else None
 
 
 class OutOfTime(TemplateError):
@@ -161,6 +289,9 @@ class Draft:
     topic: Topic | None = None
     headers: tuple[tuple[str, str], ...] = ()
     context: Mapping[str, Any] = field(default_factory=dict)
+    # A message the application built itself (SMTP submission): sent as it is built, not
+    # rendered from templates; subject, html and text above are not used then.
+    message: Submitted | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +300,25 @@ class Rendered:
     subject: str
     raw: bytes
     findings: tuple[content.Finding, ...]
+
+
+def with_text_footer(text: str, footer: str) -> str:
+    """A text body with the footer after its last line."""
+    return text.rstrip("\n") + "\n" + footer
+
+
+def with_html_footer(html: str, footer: str) -> str:
+    """An HTML document kept byte for byte with the footer just before its </body> (or,
+    where the end tag is left out, its </html>, or the end), so it lands inside the body.
+    Joined as plain str: str + Markup would escape the caller's document."""
+    # A "</body>" inside a comment is not the end of the body: look past comments.
+    lower = _COMMENT.sub(lambda m: " " * len(m.group()), html.lower())
+    end = lower.rfind("</body")
+    if end < 0:
+        end = lower.rfind("</html")
+    if end < 0:
+        end = len(html)
+    return str(html[:end]) + str(footer) + str(html[end:])
 
 
 class Renderer:
@@ -194,6 +344,15 @@ class Renderer:
         self._compiled: dict[tuple[bool, str], jinja2.Template] = {}
         self._chrome: dict[tuple[str, bool, bool], tuple[content.Finding, ...]] = {}
         self._mail_texts: dict[tuple[str, str], str] = {}
+        # A campaign renders the same HTML for every recipient whose data it shows is the
+        # same (the same first name, or none at all): its text part and its scan are pure
+        # functions of the HTML and text, so they are kept for the next such recipient.
+        self._texts: dict[str, str] = {}
+        self._scans: dict[tuple[str | None, str | None], tuple[Finding, ...]] = {}
+        self._text_skeletons: dict[str, tuple[str, ...] | None] = {}
+        # The footers and the layout, rendered once with a mark where each recipient's
+        # links (or subject, body and footer) go; None where marks cannot stand in for them.
+        self._skeletons: dict[tuple[str, ...], tuple[str, ...] | None] = {}
         self._templates = templates
         self._sender = {
             "name": settings.sender_name,
@@ -272,6 +431,8 @@ class Renderer:
         attributes: Mapping[str, str] | None,
         message_id: str | None,
     ) -> Rendered:
+        if draft.message is not None:
+            return self._render_submitted(draft, draft.message, contact, message_id)
         settings = self.settings
         marketing = draft.category == "marketing"
         lang = contact.language if contact else settings.default_language
@@ -288,48 +449,200 @@ class Renderer:
         }
         subject = self._render(draft.subject, False, "subject", ctx).strip()
         mime.check_header("Subject", subject)  # an attribute must not smuggle a line break in
-        if marketing and settings.ad_label and not subject.startswith(settings.ad_label):
-            subject = f"{settings.ad_label} {subject}"  # AD-1
+        subject = self.labelled(subject, draft.category)
 
         html = self._render(draft.html, True, "html", ctx) if draft.html else None
         if draft.text:
             text = self._render(draft.text, False, "text", ctx)
         else:
-            text = html_to_text(html or "")
-        # TP-3: what this recipient's data went into is scanned for every message. The
-        # layout and footer around it are the same for everyone but the signed token in
-        # our own links, so they are scanned once per language (see _chrome_findings).
-        findings = tuple(
-            content.scan(
-                html, text, settings.first_party_domains, link_domains=settings.link_domains
+            contact_data = ctx["contact"]
+            text = self._text_of(
+                html or "",
+                [
+                    contact_data["name"],
+                    draft.to,
+                    *contact_data["attributes"].values(),
+                    *links.values(),
+                    *(v for v in draft.context.values() if isinstance(v, str)),
+                ],
             )
-        )
+        # TP-3: what this recipient's data went into is scanned for every message (the scan
+        # of these exact bytes, kept when an earlier recipient's were the same). The layout
+        # and footer around it are the same for everyone but the signed token in our own
+        # links, so they are scanned once per language (see _chrome_findings).
+        findings = self._scan(html, text)
         findings += self._chrome_findings(lang, marketing, html is not None)
 
-        footer_ctx = {"sender": self._sender, "refusal_address": settings.refusal_address, **links}
         if marketing:
-            footer_text = self.text_env.get_template(f"{lang}/footer.txt").render(footer_ctx)
-            text = text.rstrip("\n") + "\n" + footer_text
+            text = with_text_footer(text, self.footer_text(lang, links))
         if html is not None:
-            footer = (
-                Markup(self.html_env.get_template(f"{lang}/footer.html").render(footer_ctx))
-                if marketing
-                else ""
+            html = self._layout(
+                html, self.footer_html(lang, links) if marketing else "", lang, subject
             )
-            html = self._layout(html, footer, lang, subject)
 
         message_id = message_id or self.new_message_id()
+        headers = self.headers_of(draft, contact, subject, message_id, links)
+        headers += draft.headers
+        return Rendered(message_id, subject, mime.build(headers, text, html), findings)
+
+    def _render_submitted(
+        self,
+        draft: Draft,
+        message: Submitted,
+        contact: Contact | None,
+        message_id: str | None,
+    ) -> Rendered:
+        """A submitted message for one recipient: the application's MIME kept, with what the
+        gateway adds to every message of its category (see gateway.submitted)."""
+        settings = self.settings
+        marketing = draft.category == "marketing"
+        lang = contact.language if contact else settings.default_language
+        links = self.links(contact, draft.topic)
+        subject = self.labelled(draft.subject, draft.category)
+        message_id = message_id or self.new_message_id()
+        gateway_headers = (
+            self.list_headers(links["unsubscribe_url"], draft.topic)
+            if marketing and contact is not None and draft.topic is not None
+            else []
+        )
+        html_footer = self.footer_html(lang, links) if marketing else None
+        raw = submitted.rewrite(
+            message,
+            to=draft.to,
+            marketing=marketing,
+            subject=subject,
+            message_id=message_id,
+            gateway_headers=gateway_headers,
+            text_footer=self.footer_text(lang, links) if marketing else None,
+            html_footer=(lambda html: with_html_footer(html, html_footer))
+            if html_footer is not None
+            else None,
+        )
+        _check_clock()
+        bodies = message.bodies
+        # TP-3: every body part the recipient reads is scanned, as for send(); a cid: image
+        # is the message's own part, first party.
+        findings = tuple(
+            content.scan(
+                bodies.html,
+                bodies.text,
+                settings.first_party_domains,
+                link_domains=settings.link_domains,
+            )
+        )
+        findings += self._chrome_findings(lang, marketing, bodies.html is not None)
+        return Rendered(message_id, subject, raw, findings)
+
+    def footer_text(self, lang: str, links: Mapping[str, str]) -> str:
+        """The marketing footer of the text part: who sends, how to refuse (AD-2)."""
+        template = self.text_env.get_template(f"{lang}/footer.txt")
+        return self._filled(
+            ("footer.txt", lang),
+            lambda v: template.render(self._footer_ctx(dict(zip(_LINK_SLOTS, v, strict=True)))),
+            [links["unsubscribe_url"], links["preferences_url"]],
+            (False, False),
+        )
+
+    def footer_html(self, lang: str, links: Mapping[str, str]) -> Markup:
+        """The marketing footer of the HTML part."""
+        template = self.html_env.get_template(f"{lang}/footer.html")
+        return Markup(
+            self._filled(
+                ("footer.html", lang),
+                lambda v: template.render(self._footer_ctx(dict(zip(_LINK_SLOTS, v, strict=True)))),
+                [links["unsubscribe_url"], links["preferences_url"]],
+                (True, True),
+            )
+        )
+
+    def _text_of(self, html: str, values: Sequence[str] = ()) -> str:
+        """`html_to_text(html)`, kept for the next message with the same HTML. For HTML
+        that differs from an earlier message's only by the recipient's `values` (a name in
+        a paragraph), the earlier text with this recipient's values in their places: see
+        _marked and _text_skeleton for when that is exactly what html_to_text gives."""
+        text = self._texts.get(html)
+        if text is None:
+            marked, used = _marked(html, values)
+            if used:
+                if marked not in self._text_skeletons:
+                    if len(self._text_skeletons) >= _KEPT:
+                        self._text_skeletons.clear()
+                    self._text_skeletons[marked] = _text_skeleton(marked, len(used))
+                parts = self._text_skeletons[marked]
+                if parts is not None:
+                    text = _fill(parts, used, (False,) * len(used))
+            if text is None:
+                text = html_to_text(html)
+            if len(self._texts) >= _KEPT:
+                self._texts.clear()
+            self._texts[html] = text
+        return text
+
+    def _scan(self, html: str | None, text: str | None) -> tuple[Finding, ...]:
+        """`content.scan` of these parts, kept for the next message with the same parts."""
+        key = (html, text)
+        found = self._scans.get(key)
+        if found is None:
+            settings = self.settings
+            found = tuple(
+                content.scan(
+                    html, text, settings.first_party_domains, link_domains=settings.link_domains
+                )
+            )
+            if len(self._scans) >= _KEPT:
+                self._scans.clear()
+            self._scans[key] = found
+        return found
+
+    def _filled(
+        self,
+        key: tuple[str, ...],
+        render: Callable[[list[str]], str],
+        values: list[str],
+        escaped: tuple[bool, ...],
+    ) -> str:
+        """`render(values)`, made from a skeleton rendered once per `key` (see _skeleton)."""
+        if key not in self._skeletons:
+            self._skeletons[key] = _skeleton(render, escaped)
+        parts = self._skeletons[key]
+        if parts is None:
+            return render(values)
+        return _fill(parts, values, escaped)
+
+    def _footer_ctx(self, links: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "sender": self._sender,
+            "refusal_address": self.settings.refusal_address,
+            **links,
+        }
+
+    def headers_of(
+        self,
+        draft: Draft,
+        contact: Contact | None,
+        subject: str,
+        message_id: str,
+        links: Mapping[str, str],
+    ) -> list[tuple[str, str]]:
+        """From, To, Subject, Date, Message-ID and, on marketing mail to a contact, the
+        List-* headers (one-click refusal)."""
         headers = [
             ("From", self._from),
             ("To", draft.to),
             ("Subject", mime.encode_text(subject)),
-            ("Date", formatdate(usegmt=True)),
+            ("Date", _date_now()),
             ("Message-ID", message_id),
         ]
-        if marketing and contact is not None and draft.topic is not None:
-            headers += self._list_headers(links["unsubscribe_url"], draft.topic)
-        headers += draft.headers
-        return Rendered(message_id, subject, mime.build(headers, text, html), findings)
+        if draft.category == "marketing" and contact is not None and draft.topic is not None:
+            headers += self.list_headers(links["unsubscribe_url"], draft.topic)
+        return headers
+
+    def labelled(self, subject: str, category: str) -> str:
+        """The subject as sent: advertising mail carries the label (AD-1)."""
+        label = self.settings.ad_label
+        if category == "marketing" and label and not subject.startswith(label):
+            return f"{label} {subject}"
+        return subject
 
     def mail_text(self, lang: str, kind: str) -> str:
         """The source of one of the gateway's own text mails (templates/mail/LANG/KIND.txt),
@@ -355,22 +668,12 @@ class Renderer:
                 "unsubscribe_url": f"{self.settings.base_url}/unsubscribe/sample",
                 "preferences_url": f"{self.settings.base_url}/preferences/sample",
             }
-            footer_ctx = {
-                "sender": self._sender,
-                "refusal_address": self.settings.refusal_address,
-                **links,
-            }
-            text = ""
+            text = self.footer_text(lang, links) if marketing else ""
             page = None
-            if marketing:
-                text = self.text_env.get_template(f"{lang}/footer.txt").render(footer_ctx)
             if html:
-                footer = (
-                    Markup(self.html_env.get_template(f"{lang}/footer.html").render(footer_ctx))
-                    if marketing
-                    else ""
+                page = self._layout(
+                    "", self.footer_html(lang, links) if marketing else "", lang, ""
                 )
-                page = self._layout("", footer, lang, "")
             # The footer is the gateway's, filled from the operator's settings: a finding
             # there (a third-party GATEWAY_SENDER_WEBSITE) is a setting to fix, and says so.
             found = tuple(
@@ -390,19 +693,27 @@ class Renderer:
         # before its </body> (or, where the end tag is left out, its </html>, or the end),
         # so it lands inside the body. A fragment is placed in our layout. The pieces are
         # joined as plain str: str + Markup would escape the caller's document.
-        lower = body.lower()
-        if _DOCUMENT.search(lower):
-            end = lower.rfind("</body")
-            if end < 0:
-                end = lower.rfind("</html")
-            if end < 0:
-                end = len(body)
-            return str(body[:end]) + str(footer) + str(body[end:])
-        return self.html_env.get_template("layout.html").render(
-            lang=lang, subject=subject, body=Markup(body), footer=footer
-        )
+        if _DOCUMENT.search(body.lower()):
+            return with_html_footer(body, footer)
+        template = self.html_env.get_template("layout.html")
+        if footer and not isinstance(footer, Markup):
+            return template.render(lang=lang, subject=subject, body=Markup(body), footer=footer)
 
-    def _list_headers(self, unsubscribe_url: str, topic: Topic) -> list[tuple[str, str]]:
+        def render(v: list[str]) -> str:
+            return template.render(
+                lang=lang,
+                subject=v[0],
+                body=Markup(v[1]),
+                footer=Markup(v[2]) if len(v) > 2 else "",
+            )
+
+        if footer:  # the subject is escaped, the body and our footer are HTML
+            return self._filled(
+                ("layout", lang, "footer"), render, [subject, body, footer], (True, False, False)
+            )
+        return self._filled(("layout", lang), render, [subject, body], (True, False))
+
+    def list_headers(self, unsubscribe_url: str, topic: Topic) -> list[tuple[str, str]]:
         token = unsubscribe_url.rsplit("/", 1)[1]
         mailto = f"mailto:{self.settings.refusal_address}?subject=unsubscribe%20{token}"
         return [

@@ -10,6 +10,7 @@ password, until the window has moved on (never for good)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 import string
@@ -39,9 +40,15 @@ ABSOLUTE = 12 * 3600.0
 TOUCH_EVERY = 60.0
 ACCOUNT_FAILURES = (5, 15 * 60.0)  # at most 5 failed logins per account in 15 minutes
 CLIENT_FAILURES = (20, 15 * 60.0)  # and 20 per client address
-# Verifying a password against this keeps an unknown address as slow as a known one.
 _hasher = PasswordHasher()
-_DUMMY = _hasher.hash("not a password of anyone " + secrets.token_hex(8))
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verifying a password against this keeps an unknown address as slow as a known one.
+    Made on the first login, not on import: Argon2 takes 64 MiB and a part of a second, which
+    every other command (an import, a worker) would pay for nothing."""
+    return _hasher.hash("not a password of anyone " + secrets.token_hex(8))
 
 
 def token_hash(token: str) -> str:
@@ -229,7 +236,7 @@ class Staff:
         if wait:
             return Login(refused="limited", retry_after=int(wait + 0.999))
         found = await self.store.staff_member(email) if len(password) <= MAX_PASSWORD else None
-        stored = found["password_hash"] if found else _DUMMY
+        stored = found["password_hash"] if found else await asyncio.to_thread(_dummy)
         ok = await self._verify(stored, password[:MAX_PASSWORD]) and found is not None
         if not ok or found is None:
             self.account_failures.fail(account_key)

@@ -13,7 +13,7 @@ from typing import Any
 from . import withhold
 from .bounces import Event, classify_reply
 from .config import Settings
-from .policy import decide
+from .policy import cap_opens, cap_words, decide
 from .records import OutboxItem
 from .store import Store
 from .tokens import Signer
@@ -245,10 +245,10 @@ class Worker:
                 continue
             if item.category == "marketing":
                 times = recent.setdefault(item.email, [])
-                if len(times) >= cap:
-                    opens = sorted(times)[-cap] + DAY
+                opens = cap_opens(times, cap)  # None: under the cap, or the cap is off (0)
+                if opens is not None:
                     batch.deferred.append(
-                        (item.id, opens, f"frequency cap: {cap} in 24 hours (AD-3)")
+                        (item.id, opens, f"held by the frequency cap: {cap_words(cap)}")
                     )
                     continue
                 times.append(now)  # counts for the rest of this batch

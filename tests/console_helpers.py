@@ -46,7 +46,8 @@ def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     are checked by tests/test_console_auth.py."""
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     monkeypatch.setattr(staff, "_hasher", cheap)
-    monkeypatch.setattr(staff, "_DUMMY", cheap.hash("not a password of anyone"))
+    dummy = cheap.hash("not a password of anyone")
+    monkeypatch.setattr(staff, "_dummy", lambda: dummy)
 
 
 async def make_staff(

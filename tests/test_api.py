@@ -572,7 +572,7 @@ async def test_marketing_to_a_non_subscriber_is_suppressed(gw, client, smtp):
     )
     assert response.status_code == 200
     result = response.json()
-    assert result["status"] == "suppressed" and "AD-4" in result["reason"]
+    assert result["status"] == "suppressed" and "opt-in" in result["reason"]
     assert result["message_id"] is None
     await gw.deliver(until_idle=True)
     assert smtp.messages == []

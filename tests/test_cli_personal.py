@@ -77,6 +77,7 @@ async def test_pd3_contact_erase_leaves_only_a_tombstone_and_blocks_every_way_ba
     logs = await table(people, t.message_log)
     assert logs and all(r["email"] is None and r["subject"] is None for r in logs)
     assert all(r["email"] is None and r["raw"] is None for r in await table(people, t.outbox))
+    assert await table(people, t.outbox_bodies) == []
     [tomb] = await table(people, t.suppressions)
     assert (tomb["email"], tomb["reason"], tomb["scope"]) == (None, "erased", "all")
     assert len(tomb["email_hash"]) == 64
@@ -124,7 +125,7 @@ def test_the_new_commands_teach_with_help(env, command):
     assert proc.returncode == 0
     assert "usage: gateway" in proc.stdout
     text = " ".join(proc.stdout.split())
-    assert {"export": "PD-2", "erase": "keyed hash", "purge": "GATEWAY_RETENTION_DAYS"}[
+    assert {"export": "right of access", "erase": "keyed hash", "purge": "GATEWAY_RETENTION_DAYS"}[
         command[-1]
     ] in text
 

@@ -520,3 +520,19 @@ def walk_the_admin_pages(b: Any, password: str) -> None:
     d.find_element(By.XPATH, "//form[@action='/admin/logout']//button").click()
     WebDriverWait(d, 10).until(lambda _: d.current_url.endswith("/admin/login"))
     assert d.get_cookies() == []
+
+
+def test_no_command_pays_for_argon2_until_someone_logs_in():
+    """Argon2 takes 64 MiB: importing the CLI (every command, an import of a million
+    contacts, a worker) must not hash anything."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gateway.cli, gateway.staff, gateway.web.app;"
+        "print(gateway.staff._dummy.cache_info().currsize)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "0"

@@ -357,3 +357,17 @@ async def test_the_pages_speak_vietnamese_to_a_staff_member_who_chose_it(gw):
         assert '<html lang="vi">' in page
         assert "Xem trước" in page  # "Preview"
         assert "Preview" not in page
+
+
+async def test_tp1_a_preview_keeps_the_messages_styles_and_still_loads_nothing_from_elsewhere(gw):
+    """The page with a preview lets inline styles apply (the frame inherits its policy) so
+    the preview looks like the mail; images, fonts and style sheets stay first party only."""
+    async with console_client(gw, "marketer") as client:
+        cid = await create(client, html='<p style="color:#c00">Giảm giá</p>')
+        shown = await client.get(f"/admin/campaigns/{cid}")
+        policy = shown.headers["content-security-policy"]
+        assert "style-src 'self' 'unsafe-inline'" in policy
+        assert "img-src 'self' data:" in policy and "default-src 'none'" in policy
+        assert shown.headers.get_list("content-security-policy") == [policy]  # one policy
+        listing = await client.get("/admin/campaigns")
+        assert "unsafe-inline" not in listing.headers["content-security-policy"]

@@ -641,9 +641,9 @@ def test_tp4_two_megabyte_message_scans_well_under_a_second():
     )
     html = f"<table>{row * (2_000_000 // len(row))}</table>" + '<img src="https://evil.com/x.png">'
     assert len(html) >= 1_900_000
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU of this thread: other tests running beside it do not count
     assert found(html) == [(EVIL, "evil.com", "html <img src>")]
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 @pytest.mark.parametrize(

@@ -212,7 +212,9 @@ async def test_a_stored_topic_name_with_a_line_break_stays_inside_list_id_mf2(gw
     await gw.add_contact("an@example.vn", name="An", subscribe=["promo"])
     result = await gw.send("an@example.vn", "Tin", text="x", category="marketing", topic="promo")
     raw = await gw.store.db.fetch_val(
-        "SELECT raw FROM outbox WHERE message_id = :m", {"m": result.message_id}
+        "SELECT b.raw FROM outbox_bodies b JOIN outbox o ON o.id = b.outbox_id"
+        " WHERE o.message_id = :m",
+        {"m": result.message_id},
     )
     head = bytes(raw).split(b"\r\n\r\n", 1)[0]
     assert not re.search(rb"^X-Injected", head, re.MULTILINE | re.IGNORECASE)
@@ -350,7 +352,9 @@ async def test_read_receipt_requests_are_dropped_like_list_headers(gw, client):
     assert response.status_code == 202, response.text
     for message_id in (direct.message_id, response.json()["message_id"]):
         raw = await gw.store.db.fetch_val(
-            "SELECT raw FROM outbox WHERE message_id = :m", {"m": message_id}
+            "SELECT b.raw FROM outbox_bodies b JOIN outbox o ON o.id = b.outbox_id"
+            " WHERE o.message_id = :m",
+            {"m": message_id},
         )
         parsed = headers_of(raw)
         assert parsed["X-Campaign"] == "spring"

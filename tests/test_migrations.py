@@ -90,7 +90,7 @@ def column_of(column: sa.Column[Any]) -> sa.Column[Any]:
 
 # What version 5 added (scoped keys, a message's source, the console's tables): no release
 # before it had them.
-V5_TABLES = {"staff", "staff_sessions", "daily_counts"}
+V5_TABLES = {"staff", "staff_sessions", "daily_counts", "outbox_bodies"}
 V5_COLUMNS = {"api_keys": {"scope"}, "message_log": {"source"}}
 
 
@@ -262,7 +262,7 @@ async def test_pd3_a_database_the_old_migrator_left_at_an_older_version_reaches_
 async def _back_to_version_4(db: Any) -> None:
     """What a version-4 database lacks of version 5: scoped keys, the message's source,
     staff and their sessions, the per-day counts."""
-    for table in ("staff_sessions", "staff", "daily_counts"):
+    for table in ("staff_sessions", "staff", "daily_counts", "outbox_bodies"):
         await db.execute(f"DROP TABLE {table}")
     await db.execute("ALTER TABLE api_keys DROP COLUMN scope")
     await db.execute("ALTER TABLE message_log DROP COLUMN source")

@@ -1262,6 +1262,7 @@ async def test_pd3_erase_removes_the_person_at_once_and_keeps_only_a_tombstone(
         assert await rows(gw, table, contact_id=contact.id) == []
         assert await rows(gw, table, email="an@example.vn") == []
     assert all(r["raw"] is None for r in await rows(gw, t.outbox) if r["email"] is None)
+    assert await rows(gw, t.outbox_bodies) == []
     [tomb] = await rows(gw, t.suppressions, reason="erased")
     assert tomb["email"] is None and tomb["scope"] == "all"
     assert tomb["email_hash"] == gw.signer.address_hash("an@example.vn")

@@ -12,7 +12,7 @@ from typing import NoReturn
 from ..core import Gateway
 from ..errors import GatewayError
 from ..preflight import cmd_check, run_check
-from . import admin, campaigns, mail, people
+from . import admin, campaigns, mail, messages, people, staff
 from .mail import cmd_serve, serve
 
 
@@ -36,8 +36,10 @@ def build_parser() -> Parser:
     mail.register(sub)
     people.register(sub)
     mail.register_bounces(sub)
+    messages.register(sub)
     campaigns.register(sub)
     admin.register(sub)
+    staff.register(sub)
     return parser
 
 

@@ -23,12 +23,17 @@ def out(args: argparse.Namespace, data: Any, human: str) -> None:
 
 
 def out_rows(
-    args: argparse.Namespace, rows: list[dict[str, Any]], line: Callable[[dict[str, Any]], str]
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    line: Callable[[dict[str, Any]], str],
+    header: str | None = None,
 ) -> None:
-    """One JSON list with --json, else one line of text per row."""
+    """One JSON list with --json, else one line of text per row, under a header line."""
     if getattr(args, "json", False):
         out(args, rows, "")
         return
+    if rows and header:
+        print(header)
     for r in rows:
         print(line(r))
 
@@ -56,6 +61,29 @@ def login() -> str:
 async def audit_read(gw: Gateway, action: str, email: str | None) -> None:
     """Promise 9: a read of people's data from here is recorded like the API's, by login."""
     await gw.audit_read(f"cli:{login()}", action, email)
+
+
+def confirm(args: argparse.Namespace, question: str) -> None:
+    """Ask before something that cannot be undone, when a person is at a terminal; --yes
+    skips the question. Without a terminal (a script, cron, a pipe) the command goes ahead
+    as it always has: a script has no one to answer."""
+    if not asks(args):
+        return
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise GatewayError("nothing was done (answer y to go ahead, or add --yes)")
+
+
+def asks(args: argparse.Namespace) -> bool:
+    """Whether `confirm` would ask: a terminal, and no --yes."""
+    return not getattr(args, "yes", False) and sys.stdin.isatty()
+
+
+def add_yes(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask for confirmation on a terminal"
+    )
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..config import SETTINGS
 from ..core import Gateway
 from ..preflight import cmd_check
-from ._common import Commands, command, group, out, out_rows, read_file
+from ..privacy import audience
+from ._common import Commands, add_yes, asks, command, confirm, group, out, out_rows, read_file
 
 
 async def cmd_init(gw: Gateway, args: argparse.Namespace) -> int:
@@ -44,6 +47,15 @@ def _notices_line(report: Any) -> str:
 
 async def cmd_policy_publish(gw: Gateway, args: argparse.Namespace) -> int:
     text = read_file(args.text, "policy text")
+    if args.dry_run:
+        return await _policy_dry_run(gw, args, text or "")
+    if args.adverse and asks(args):
+        count = (await audience(gw)).would_get
+        confirm(
+            args,
+            f"Publish {args.version.strip()} as adverse and email a notice to {count} "
+            "contact(s) now?",
+        )
     report = await _policy_notices(
         gw,
         args,
@@ -56,6 +68,27 @@ async def cmd_policy_publish(gw: Gateway, args: argparse.Namespace) -> int:
         f" (adverse): {_notices_line(report)}" if report.adverse else " (not adverse: no email)"
     )
     out(args, report.as_dict(), human)
+    return 0
+
+
+async def _policy_dry_run(gw: Gateway, args: argparse.Namespace, text: str) -> int:
+    """`policy publish --dry-run`: the same refusals as a real publish, then who would be
+    emailed; nothing is written or sent."""
+    version, _ = await gw.policies.check(args.version, text)
+    data: dict[str, Any] = {"version": version, "adverse": args.adverse, "dry_run": True}
+    if not args.adverse:
+        data.update(would_get=0, suppressed={}, suppressed_total=0)
+        human = (
+            f"policy version {version} can be published; it is not adverse, so nobody would "
+            "be emailed; nothing was written"
+        )
+        out(args, data, human)
+        return 0
+    found = await audience(gw)
+    data.update(found.as_dict())
+    lines = found.lines("notice")
+    human = f"policy version {version} (adverse) can be published: " + "\n".join(lines)
+    out(args, data, human)
     return 0
 
 
@@ -83,6 +116,7 @@ async def cmd_policy_list(gw: Gateway, args: argparse.Namespace) -> int:
         return 0
     from datetime import UTC, datetime
 
+    print("version\tpublished\tadverse\tnotices")
     for r in rows:
         when = datetime.fromtimestamp(r["published_at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         adverse = "adverse" if r["adverse"] else "-"
@@ -95,13 +129,59 @@ async def cmd_policy_list(gw: Gateway, args: argparse.Namespace) -> int:
     return 0
 
 
+# Unset, these take a value made from other settings: shown as it is in effect.
+_DERIVED = {
+    "GATEWAY_FIRST_PARTY_DOMAINS": lambda s: ",".join(s.first_party_domains),
+    "GATEWAY_SENDER_NAME": lambda s: s.sender_name,
+    "GATEWAY_SENDER_WEBSITE": lambda s: s.sender_website,
+    "GATEWAY_REFUSAL_ADDRESS": lambda s: s.refusal_address,
+    "GATEWAY_BOUNCE_ADDRESS": lambda s: s.bounce_address,
+}
+
+
+def _in_effect(gw: Gateway, name: str, default: str) -> tuple[str, str]:
+    """The value a setting has in this process (secrets never shown), and where it comes
+    from: "set", "default", or "derived" (made from other settings)."""
+    raw = os.environ.get(name, "").strip()
+    if name == "GATEWAY_SECRET_KEYS":
+        if not raw:
+            return "the development key in .gateway-secret", "default"
+        return f"{len(gw.settings.secret_keys)} key(s), not shown", "set"
+    if name == "GATEWAY_DATABASE_URL":
+        return gw.database_display_url, "set" if raw else "default"
+    if name == "GATEWAY_SMTP_URL" and raw:
+        parts = urlsplit(raw)
+        if parts.password:
+            raw = raw.replace(f":{parts.password}@", ":***@", 1)
+    if raw:
+        return raw, "set"
+    derived = _DERIVED.get(name)
+    if derived is not None:
+        return derived(gw.settings) or "unset", "derived"
+    return default or "unset", "default"
+
+
+_FROM = {
+    "set": "",
+    "default": "  (not set: the default)",
+    "derived": "  (not set: made from the settings it names)",
+}
+
+
 async def cmd_settings(gw: Gateway, args: argparse.Namespace) -> int:
-    rows = [{"name": s.env, "default": s.default, "help": s.help} for s in SETTINGS]
-    out(
-        args,
-        rows,
-        "\n".join(f"{s.env}  (default: {s.default or 'unset'})\n    {s.help}" for s in SETTINGS),
+    rows = []
+    for s in SETTINGS:
+        value, source = _in_effect(gw, s.env, s.default)
+        rows.append(
+            {"name": s.env, "value": value, "from": source, "default": s.default, "help": s.help}
+        )
+    human = "\n".join(
+        f"{r['name']} = {r['value']}{_FROM[r['from']]}"
+        + (f"\n    default: {r['default']}" if r["from"] == "set" and r["default"] else "")
+        + f"\n    {r['help']}"
+        for r in rows
     )
+    out(args, rows, human)
     return 0
 
 
@@ -115,7 +195,7 @@ async def cmd_apikey_create(gw: Gateway, args: argparse.Namespace) -> int:
 
 async def cmd_apikey_list(gw: Gateway, args: argparse.Namespace) -> int:
     rows = await gw.api_keys()
-    out_rows(args, rows, _key_line)
+    out_rows(args, rows, _key_line, "name\tscope\tprefix\tcreated\tstate")
     if not rows and not args.json:
         print("no API keys yet: make one with `gateway apikey create NAME`")
     return 0
@@ -164,8 +244,16 @@ def register(sub: Commands) -> None:
     p.add_argument(
         "--adverse",
         action="store_true",
-        help="the change is to people's disadvantage: email every contact (promise 10)",
+        help="the change is to people's disadvantage: email every contact with data stored "
+        "(asks first on a terminal)",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the version and text, and say how many would be emailed and how many "
+        "not and why; nothing is published or sent",
+    )
+    add_yes(p)
     p = command(
         psub,
         "notify",
@@ -199,7 +287,12 @@ def register(sub: Commands) -> None:
     p = command(ksub, "revoke", cmd_apikey_revoke, "revoke a key at once")
     p.add_argument("name", metavar="NAME")
 
-    command(sub, "settings", cmd_settings, "list the GATEWAY_* environment variables")
+    command(
+        sub,
+        "settings",
+        cmd_settings,
+        "list the GATEWAY_* environment variables: the value in effect, the default, what each does",
+    )
     p = command(
         sub,
         "check",

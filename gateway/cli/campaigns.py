@@ -56,12 +56,15 @@ async def cmd_campaign_list(gw: Gateway, args: argparse.Namespace) -> int:
         args,
         await gw.list_campaigns(),
         lambda r: f"{r['id']}\t{r['state']}\t{r['topic']}\t{r['name']}",
+        "id\tstate\ttopic\tname",
     )
     return 0
 
 
 async def cmd_campaign_send(gw: Gateway, args: argparse.Namespace) -> int:
     at = _when(args.at) if args.at else None
+    if args.dry_run:
+        return await _campaign_dry_run(gw, args)
     state = await gw.campaigns.start(args.id, rate=args.rate, at=at)
     if state == "scheduled" and not args.detach:
         out(
@@ -120,6 +123,32 @@ async def cmd_campaign_send(gw: Gateway, args: argparse.Namespace) -> int:
         f"campaign {status.id}: {status.state}; {_counts_line(status.counts)}",
     )
     return 0
+
+
+async def _campaign_dry_run(gw: Gateway, args: argparse.Namespace) -> int:
+    """`campaign send --dry-run`: who would get it now and who not and why; nothing is
+    started, sent or written."""
+    from ..audience import for_campaign
+
+    if args.rate is not None and args.rate <= 0:
+        raise GatewayError("--rate must be a positive number of messages per second")
+    c, found = await for_campaign(gw, args.id)
+    data = {"id": c["id"], "name": c["name"], "topic": c["topic"], "state": c["state"]}
+    human = f"campaign {c['id']} ({c['name']}, topic {c['topic']}, {c['state']}): " + "\n".join(
+        found.lines("campaign")
+    )
+    if args.rate and found.would_get:
+        human += f"\n  at {args.rate:g} a second it would take about {_duration(found.would_get / args.rate)}"
+    out(args, {**data, **found.as_dict()}, human)
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} second(s)"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.1f} hours"
 
 
 def _when(text: str) -> float:
@@ -223,6 +252,12 @@ def register(sub: Commands) -> None:
     p.add_argument("--rate", type=float, metavar="N", help="at most N messages per second")
     p.add_argument(
         "--detach", action="store_true", help="start it and return; running workers deliver it"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say how many would get it now and how many are suppressed, by reason; "
+        "nothing is started or sent",
     )
     p.add_argument(
         "--at",

@@ -44,7 +44,7 @@ async def cmd_send(gw: Gateway, args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
     )
     human = (
-        f"{result.status}: {result.message_id}"
+        f"{result.status}: {result.message_id}" + (f"; {result.reason}" if result.reason else "")
         if result.queued
         else f"{result.status}: {result.reason}"
     )
@@ -82,7 +82,30 @@ async def cmd_serve(gw: Gateway, args: argparse.Namespace) -> int:
         from ..smtp import parse_hostport
 
         parse_hostport(gw.settings.inbound_smtp)
+    if gw.settings.submission_smtp:
+        from ..smtp import parse_hostport
+        from ..smtp.submission import server_tls
+
+        parse_hostport(gw.settings.submission_smtp, "GATEWAY_SUBMISSION_SMTP")
+        server_tls(gw.settings.tls_cert, gw.settings.tls_key)
     return 0
+
+
+def _say_check_errors() -> None:
+    """The errors `gateway check` finds, at start: the server runs all the same (the
+    defaults are fine for trying it out), but nobody starts it without seeing them."""
+    from ..preflight import check
+
+    errors = [f for f in check() if f.level == "error"]
+    for f in errors:
+        print(f"gateway: check: {f.message}", file=sys.stderr)
+    if errors:
+        print(
+            f"gateway: {len(errors)} setting(s) would hurt delivery or break the law: fix them"
+            " before sending real mail (`gateway check` lists them)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def serve(gw: Gateway, args: argparse.Namespace) -> int:
@@ -90,6 +113,7 @@ def serve(gw: Gateway, args: argparse.Namespace) -> int:
 
     from ..web.app import create_app
 
+    _say_check_errors()
     app = create_app(gw, worker=not args.no_worker, own=True)
     print(f"Gateway preference center on http://{args.host}:{args.port}", flush=True)
     # uvicorn picks uvloop and httptools when installed (uvicorn[standard]): about three

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import addresses
+from .. import addresses, listings
 from ..core import Gateway
 from ..errors import InvalidInput, NotFound
 from ._common import Commands, add_topic, audit_read, command, group, out
@@ -50,16 +50,16 @@ def _check_limit(limit: int) -> int:
 
 async def cmd_contacts_list(gw: Gateway, args: argparse.Namespace) -> int:
     limit = _check_limit(args.limit)
-    topic_id = (await gw.accepter.topic(args.topic)).id if args.topic else None
-    rows = await gw.store.list_contacts(topic_id=topic_id, after_id=args.after or 0, limit=limit)
-    total = await gw.store.count_contacts(topic_id)
+    rows, total = await listings.contacts(
+        gw, topic=args.topic, after_id=args.after or 0, limit=limit
+    )
     # Promise 9: a list of people is a read of their data, recorded like the API's.
     await audit_read(gw, "contacts.list", None)
     if args.json:
         out(args, {"contacts": rows, "total": total, "more": len(rows) == limit}, "")
         return 0
     columns: tuple[str, ...] = ("id", "email", "name", "language", "status", "added")
-    if topic_id is not None:
+    if args.topic:
         columns += ("subscription",)
     lines = [
         (
@@ -69,13 +69,13 @@ async def cmd_contacts_list(gw: Gateway, args: argparse.Namespace) -> int:
             r["language"],
             r["status"],
             _when(r["created_at"]),
-            *((r["subscription"],) if topic_id is not None else ()),
+            *((r["subscription"],) if args.topic else ()),
         )
         for r in rows
     ]
     empty = (
         f"no contact has a subscription to {args.topic}"
-        if topic_id is not None
+        if args.topic
         else "no contacts yet: add one with `gateway contacts add ADDR`"
     )
     _table(columns, lines, empty)
@@ -92,8 +92,8 @@ async def cmd_contacts_list(gw: Gateway, args: argparse.Namespace) -> int:
 async def cmd_messages_list(gw: Gateway, args: argparse.Namespace) -> int:
     limit = _check_limit(args.limit)
     email = addresses.normalize(args.to) if args.to else None
-    rows = await gw.store.list_messages(
-        email=email, campaign_id=args.campaign, before_id=args.before, limit=limit
+    rows = await listings.messages(
+        gw, email=email, campaign_id=args.campaign, before_id=args.before, limit=limit
     )
     await audit_read(gw, "messages.list", email)
     if args.json:
@@ -157,10 +157,10 @@ async def cmd_messages_show(gw: Gateway, args: argparse.Namespace) -> int:
     ref = args.id.strip()
     number = ref.removeprefix("#")
     if number.isdigit():
-        found = await gw.store.message_entry(log_id=int(number))
+        found = await listings.message(gw, log_id=int(number))
     else:
         message_id = ref if ref.startswith("<") else f"<{ref}>"
-        found = await gw.store.message_entry(message_id=message_id)
+        found = await listings.message(gw, message_id=message_id)
     if found is None:
         raise NotFound(
             f"no message {ref}: give a Message-ID (as `gateway send` and `messages list` print"
@@ -168,9 +168,7 @@ async def cmd_messages_show(gw: Gateway, args: argparse.Namespace) -> int:
         )
     await audit_read(gw, "messages.show", found["email"])
     data = _public(found)
-    data["history"] = (
-        await gw.store.message_story(found["message_id"]) if found["message_id"] else []
-    )
+    data["history"] = found["history"]
     if args.json:
         out(args, data, "")
         return 0

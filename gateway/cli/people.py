@@ -14,12 +14,15 @@ from ._common import (
     add_address,
     add_source,
     add_subscribe,
+    add_yes,
     audit_read,
     command,
+    confirm,
     group,
     out,
     out_rows,
 )
+from .messages import register_contacts_list
 
 
 async def cmd_topics_add(gw: Gateway, args: argparse.Namespace) -> int:
@@ -116,6 +119,11 @@ async def cmd_contact_export(gw: Gateway, args: argparse.Namespace) -> int:
 
 
 async def cmd_contact_erase(gw: Gateway, args: argparse.Namespace) -> int:
+    confirm(
+        args,
+        f"Erase {addresses.normalize(args.address)} now? Their profile, subscriptions and "
+        "messages are deleted; this cannot be undone.",
+    )
     try:
         await gw.erase_contact(args.address)
     except NotFound:
@@ -156,7 +164,7 @@ async def cmd_suppress_list(gw: Gateway, args: argparse.Namespace) -> int:
         after = page[-1]["id"]
     # Promise 9: a list of addresses is a read of many people's data, recorded like the API's.
     await audit_read(gw, "suppressions.list", None)
-    out_rows(args, rows, _suppression_line)
+    out_rows(args, rows, _suppression_line, "email\tscope\treason\tsource")
     return 0
 
 
@@ -200,7 +208,7 @@ def register(sub: Commands) -> None:
         "purge",
         cmd_purge,
         "erase every contact marked as no longer using the service for longer than "
-        "GATEWAY_RETENTION_DAYS (PD-4) and print how many",
+        "GATEWAY_RETENTION_DAYS (data is kept no longer than needed) and print how many",
         epilog="Each one is erased exactly like `gateway contact erase`. Consent and refusal "
         "records are kept, tied to a keyed hash. Run it daily, e.g. from cron.",
     )
@@ -210,7 +218,7 @@ def _register_contacts(sub: Commands) -> None:
     csub = group(
         sub,
         "contacts",
-        "manage contacts: add, import, export or erase one person's data",
+        "manage contacts: add, import or list them; export or erase one person's data",
         aliases=("contact",),
     )
     p = command(csub, "add", cmd_contacts_add, "add or update a contact")
@@ -238,12 +246,14 @@ def _register_contacts(sub: Commands) -> None:
     p.add_argument("file", metavar="FILE.csv")
     add_subscribe(p, "opt every row in to a topic (repeatable)")
     add_source(p, "import")
+    register_contacts_list(csub)
 
     p = command(
         csub,
         "export",
         cmd_contact_export,
-        "print everything held about one person as JSON (PD-2): profile, attributes with "
+        "print everything held about one person as JSON (their right of access): profile, "
+        "attributes with "
         "their source, subscriptions, consent history, suppressions and messages",
         epilog="The output is always JSON: indented, or on one line with --json. It answers "
         "a person's access request; the person can also do this themselves from the "
@@ -254,14 +264,17 @@ def _register_contacts(sub: Commands) -> None:
         csub,
         "erase",
         cmd_contact_erase,
-        "erase one person now (PD-3): profile, attributes, subscriptions, the personal data "
+        "erase one person now (their right to erasure): profile, attributes, subscriptions, "
+        "the personal data "
         "in the message log and outbox, and mail still waiting for them",
         epilog="Only a keyed hash of the address stays on the suppression list (reason "
         "erased), so the address is never mailed again and neither `contacts add` nor an "
         "import can bring it back; consent records stay, tied to that hash. This cannot be "
-        "undone. Erasing an address that is already erased succeeds and changes nothing.",
+        "undone: on a terminal it asks first (--yes skips the question; a script is not "
+        "asked). Erasing an address that is already erased succeeds and changes nothing.",
     )
     add_address(p, "the person's email address")
+    add_yes(p)
 
 
 def _register_suppress(sub: Commands) -> None:

@@ -7,15 +7,17 @@ import logging
 import os
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from databases import Database, DatabaseURL
 from databases.core import Connection as DatabasesConnection
 
 from ..errors import StoreError
+from . import tally as _tally
+from .batch import Committer, InThread
 from .migrate import (
     SCRUBBING_VERSION,
     address_keys,
@@ -25,6 +27,7 @@ from .migrate import (
 )
 
 log = logging.getLogger("gateway")
+T = TypeVar("T")
 
 # Tables to scrub (see `scrub`), and the task that will: once its outermost transaction
 # commits (_SCRUB), or at the end of a run of erasures (_DEFERRED, see `scrub_once`).
@@ -74,6 +77,7 @@ class StoreBase:
     async def connect(self) -> None:
         self._write_lock = asyncio.Lock()
         self._writer: asyncio.Task[Any] | None = None
+        self.committer = Committer(self)  # group commit of short writes (store/batch.py)
         try:
             if self.is_sqlite and self.db.url.database not in ("", ":memory:"):
                 # Open it once synchronously: an unopenable file is reported here, before
@@ -101,6 +105,8 @@ class StoreBase:
         self.db._global_connection = connection
 
     async def disconnect(self) -> None:
+        if hasattr(self, "committer"):
+            await self.committer.wait_idle()
         connection = self.db._global_connection
         if self.is_sqlite and connection is not None:
             self.db._global_connection = None
@@ -162,10 +168,13 @@ class StoreBase:
         outermost = pending is None or pending[0] is not task
         scrub: set[str] = set()
         token = _SCRUB.set((task, scrub)) if outermost else None
+        counts = _tally.Tally()  # per-day counts (store/tally.py), written just before COMMIT
+        counting = _tally.CURRENT.set((task, counts)) if outermost else None
         try:
             if not self.is_sqlite:
                 async with self.db.transaction():
                     yield
+                    await self.run_many(_tally.UPSERT, counts.rows())
                 if scrub:
                     await self._scrub_now_or_later(scrub)
                 return
@@ -178,6 +187,7 @@ class StoreBase:
                     await self.run("BEGIN IMMEDIATE")
                     try:
                         yield
+                        await self.run_many(_tally.UPSERT, counts.rows())
                     except BaseException:
                         await self.run("ROLLBACK")
                         raise
@@ -189,6 +199,28 @@ class StoreBase:
         finally:
             if token is not None:
                 _SCRUB.reset(token)
+            if counting is not None:
+                _tally.CURRENT.reset(counting)
+
+    async def grouped(
+        self, work: Callable[[], Awaitable[T]], in_thread: InThread[T] | None = None
+    ) -> T:
+        """`work()`, writes only, committed before this returns: on SQLite in a transaction
+        shared with the writes of the other tasks waiting at that moment (one fsync for all;
+        `in_thread`, the same writes on the sqlite3 connection, runs instead of `work` in one
+        step in the database's thread), elsewhere in one of its own; inside a transaction,
+        in the caller's. See store/batch.py."""
+        return await self.committer.run(work, in_thread)
+
+    async def tally(self, events: Iterable[tuple[float, str]]) -> None:
+        """Count events, (when, metric), in the per-day counts the dashboard reads
+        (store/tally.py): with the current transaction, or in one of its own outside one."""
+        counts = _tally.current()
+        if counts is not None:
+            counts.add(events)
+            return
+        async with self.transaction():
+            await self.tally(events)
 
     async def scrub_after_commit(self, tables: Iterable[str]) -> None:
         """Have `scrub` run over `tables` once the current transaction commits (at once

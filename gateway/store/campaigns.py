@@ -98,6 +98,12 @@ class CampaignQueries(StoreBase):
                 f" WHERE campaign_id = ? AND state IN ({self.marks(len(states))}) RETURNING id",
                 (to, now, campaign_id, *states),
             )
+            if to == "cancelled":  # what will never be sent keeps no body
+                await self.run(
+                    "DELETE FROM outbox_bodies WHERE outbox_id IN (SELECT id FROM outbox"
+                    " WHERE campaign_id = ? AND state = 'cancelled')",
+                    (campaign_id,),
+                )
         return len(rows)
 
     async def campaign_counts(self, campaign_id: int) -> dict[str, int]:

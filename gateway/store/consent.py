@@ -10,6 +10,11 @@ from ..records import Contact, Topic
 from . import schema as t
 from .base import StoreBase
 
+CONSENT_INSERT = (
+    "INSERT INTO consent_ledger (contact_id, subject, topic_id, action, source,"
+    " policy_version, ip, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 async def consent_rows(store: StoreBase, contact_id: int, topic_by: str) -> list[dict[str, Any]]:
     rows = await store.db.fetch_all(
@@ -74,6 +79,8 @@ class ConsentQueries(StoreBase):
                 t.subscriptions.update().where(t.subscriptions.c.id == row["id"]).values(**stamps)
             )
         action = {"subscribed": "opt_in", "unsubscribed": "opt_out", "pending": "opt_in"}[status]
+        if status == "unsubscribed":  # one topic's mail stopped (the dashboard counts them)
+            await self.tally([(now, "unsubscribed")])
         await self.record_consent(
             contact,
             subject=subject,
@@ -100,8 +107,7 @@ class ConsentQueries(StoreBase):
     ) -> None:
         """Append to the consent ledger (PD-1). Call inside a transaction."""
         await self.run(
-            "INSERT INTO consent_ledger (contact_id, subject, topic_id, action, source,"
-            " policy_version, ip, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            CONSENT_INSERT,
             (contact.id, subject, topic_id, action, source, policy_version, ip, now),
         )
 

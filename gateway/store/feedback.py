@@ -19,6 +19,8 @@ class FeedbackQueries(StoreBase):
             f" VALUES ({self.marks(len(BOUNCE_COLUMNS))})",
             [tuple(row.get(c) for c in BOUNCE_COLUMNS) for row in rows],
         )
+        # BN-2's sender-side refusals (5.7.x), per day for the dashboard's alerts
+        await self.tally((r["created_at"], "sender_refused") for r in rows if r["kind"] == "policy")
 
     async def count_bounces(self, email: str, kind: str, since: float) -> int:
         """Messages (not reports: one message may be reported delayed several times) to this
@@ -74,11 +76,12 @@ class FeedbackQueries(StoreBase):
     async def mark_bounced(self, outbox_id: int, reason: str, now: float) -> None:
         """A report about a message already sent: it counts as bounced. Call inside a
         transaction."""
-        await self.run(
+        changed = await self.rows(
             "UPDATE outbox SET state = 'bounced', last_error = ?, updated_at = ?"
-            " WHERE id = ? AND state IN ('sent', 'failed')",
+            " WHERE id = ? AND state IN ('sent', 'failed') RETURNING id",
             (reason, now, outbox_id),
         )
+        await self.tally((now, "bounced") for _ in changed)
 
     async def forget_bounces(self, email: str) -> None:
         """Erasure: the person's bounce history goes with them. Call inside a transaction."""

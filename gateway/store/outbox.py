@@ -20,6 +20,8 @@ OUTBOX_COLUMNS = (
     "attempts", "next_attempt_at", "idempotency_key", "created_at", "updated_at", "campaign_id",
     "template", "context",
 )  # fmt: skip
+# A claimed row's rendered bytes (a row written before schema 5 may still hold them itself).
+BODY = "COALESCE((SELECT b.raw FROM outbox_bodies b WHERE b.outbox_id = outbox.id), outbox.raw)"
 LOG_COLUMNS = (
     "message_id", "contact_id", "email", "category", "topic_id", "subject", "status", "reason",
     "created_at", "campaign_id", "source",
@@ -48,11 +50,19 @@ class OutboxQueries(StoreBase):
     async def enqueue(
         self, rows: Sequence[Mapping[str, Any]], logs: Sequence[Mapping[str, Any]]
     ) -> None:
-        """Write accepted messages and their log entries. Call inside a transaction."""
+        """Write accepted messages and their log entries. Call inside a transaction. The
+        rendered bytes go to outbox_bodies (see schema.py), beside the row."""
         await self.run_many(
             f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES ({self.marks(len(OUTBOX_COLUMNS))})",
-            [tuple(row.get(c) for c in OUTBOX_COLUMNS) for row in rows],
+            [tuple(None if c == "raw" else row.get(c) for c in OUTBOX_COLUMNS) for row in rows],
         )
+        bodies = [(row["raw"], row["message_id"]) for row in rows if row.get("raw") is not None]
+        if bodies:
+            await self.run_many(
+                "INSERT INTO outbox_bodies (outbox_id, raw) SELECT id, ? FROM outbox"
+                " WHERE message_id = ?",
+                bodies,
+            )
         await self.log(logs)
 
     async def log(self, logs: Sequence[Mapping[str, Any]]) -> None:
@@ -60,6 +70,7 @@ class OutboxQueries(StoreBase):
             f"INSERT INTO message_log ({', '.join(LOG_COLUMNS)}) VALUES ({self.marks(len(LOG_COLUMNS))})",
             [tuple(entry.get(c) for c in LOG_COLUMNS) for entry in logs],
         )
+        await self.tally((entry["created_at"], entry["status"]) for entry in logs)
 
     async def find_idempotent(self, keys: Sequence[str]) -> dict[str, str]:
         """Message-IDs already accepted under these idempotency keys."""
@@ -89,7 +100,7 @@ class OutboxQueries(StoreBase):
                 " (state = 'queued' AND next_attempt_at <= ?)"
                 " OR (state = 'sending' AND lease_until < ?)"
                 " ORDER BY next_attempt_at, id LIMIT ?)"
-                " RETURNING id, message_id, email, contact_id, category, topic_id, sender, raw,"
+                f" RETURNING id, message_id, email, contact_id, category, topic_id, sender, {BODY},"
                 " attempts, created_at, campaign_id, template, context",
                 (lease, now, now, now, limit),
             )
@@ -112,7 +123,7 @@ class OutboxQueries(StoreBase):
             " UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1,"
             " updated_at = ? WHERE id IN (SELECT id FROM (SELECT id FROM expired UNION ALL"
             " SELECT id FROM due) AS picked LIMIT ?)"
-            " RETURNING id, message_id, email, contact_id, category, topic_id, sender, raw,"
+            f" RETURNING id, message_id, email, contact_id, category, topic_id, sender, {BODY},"
             " attempts, created_at, campaign_id, template, context",
             (now, limit, now, limit, lease, now, limit),
         )
@@ -145,6 +156,7 @@ class OutboxQueries(StoreBase):
         keeps old row versions until autovacuum reuses their space (a VACUUM FULL per batch
         would lock the outbox against every worker)."""
         sent = list(sent)
+        failed, bounced, suppressed = list(failed), list(bounced), list(suppressed)
         forget = forget or {}
         async with self.transaction():
             ids = sorted(forget)
@@ -162,7 +174,9 @@ class OutboxQueries(StoreBase):
                 [(withheld_context(forget[i]), i) for i in ids],
             )
             if forget and self.is_sqlite:
-                await self.scrub_after_commit(("outbox", "message_log"))
+                await self.scrub_after_commit(("outbox", "outbox_bodies", "message_log"))
+            final = [*sent, *ids, *(i for i, _ in [*failed, *bounced, *suppressed])]
+            await self.drop_bodies(final)
             for start in range(0, len(sent), 500):
                 chunk = sent[start : start + 500]
                 await self.run(
@@ -183,6 +197,16 @@ class OutboxQueries(StoreBase):
                 [(when, reason, now, i) for i, when, reason in retry],
             )
             await self.log(logs)
+
+    async def drop_bodies(self, ids: Sequence[int]) -> None:
+        """Delete the rendered bytes of these outbox rows (they reached a final state, or
+        were erased). Call inside a transaction."""
+        ids = sorted(set(ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            await self.run(
+                f"DELETE FROM outbox_bodies WHERE outbox_id IN ({self.marks(len(chunk))})", chunk
+            )
 
     async def erasures_among(
         self, ids: Sequence[int], hashes: Mapping[str, Sequence[str]]

@@ -21,6 +21,7 @@ ERASED_TABLES = (
     "message_log",
     "bounces",
     "outbox",
+    "outbox_bodies",
     "suppressions",
 )
 
@@ -154,6 +155,11 @@ class PersonalData(StoreBase):
         )
         # Mail still waiting for them is stopped; every message's content and free text is
         # dropped (the caller's idempotency key and a template's context can name them too).
+        await self.db.execute(
+            t.outbox_bodies.delete().where(
+                t.outbox_bodies.c.outbox_id.in_(select(t.outbox.c.id).where(mine))
+            )
+        )
         await self.db.execute(
             t.outbox.update()
             .where(mine)

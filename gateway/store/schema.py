@@ -176,6 +176,18 @@ outbox = Table(
     Index("ix_outbox_contact", "contact_id"),
 )
 
+# The rendered bytes of a message that waits for delivery, kept apart from its outbox row
+# and deleted when the message reaches a final state (sent, failed, bounced, suppressed,
+# cancelled) or is erased: the outbox rows stay small and densely packed, and the pages a
+# delivered body frees are reused by the next ones. (`outbox.raw` is the same bytes as
+# rows of releases before schema 5 kept them; nothing writes it any more.)
+outbox_bodies = Table(
+    "outbox_bodies",
+    metadata,
+    Column("outbox_id", Integer, ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True),
+    Column("raw", LargeBinary, nullable=False),
+)
+
 # What happened to each message: accepted, suppressed, blocked, sent, failed (with reason).
 message_log = Table(
     "message_log",

@@ -5,12 +5,17 @@ from __future__ import annotations
 from .admin import AdminQueries
 from .campaigns import CampaignQueries
 from .consent import ConsentQueries
+from .console_campaigns import ConsoleCampaignQueries
+from .console_people import ConsolePeopleQueries
 from .feedback import FeedbackQueries
+from .listings import ListingQueries
 from .outbox import OutboxQueries
 from .people import PeopleQueries
 from .personal import PersonalData
 from .privacy import PrivacyQueries
 from .signup import SignupQueries
+from .staff import StaffQueries
+from .stats import StatsQueries
 from .suppressions import SuppressionQueries
 
 
@@ -25,5 +30,10 @@ class Store(
     PrivacyQueries,
     SignupQueries,
     FeedbackQueries,
+    ConsolePeopleQueries,
+    StaffQueries,
+    ConsoleCampaignQueries,
+    ListingQueries,
+    StatsQueries,
 ):
     """One object over one database; its queries are grouped by what they are about."""

@@ -22,7 +22,7 @@ from ..errors import Conflict, InvalidInput
 from ..i18n import N_, gettext
 from ..resources import TEMPLATES
 from ..tokens import InvalidToken
-from . import api, openapi, pages, subscribe
+from . import admin, api, openapi, pages, subscribe
 
 log = logging.getLogger("gateway.web")
 
@@ -37,6 +37,11 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"cache-control", b"no-store"),
 ]
+# The staff console (/admin): the same, with its own policy (see gateway/web/admin).
+CONSOLE_HEADERS = [
+    (b"content-security-policy", admin.CONSOLE_CSP.encode()),
+    *SECURITY_HEADERS[1:],
+]
 
 
 class SecurityHeaders:
@@ -47,11 +52,18 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Only the staff console may set a cookie (its session); recipient pages never do.
+        console = admin.is_console(scope["path"])
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"set-cookie"]
-                message["headers"] = headers + SECURITY_HEADERS
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if console or k != b"set-cookie"
+                ]
+                extra = CONSOLE_HEADERS if console else SECURITY_HEADERS
+                if console and any(k == b"content-security-policy" for k, _ in headers):
+                    extra = extra[1:]  # a console page with a preview sends its own policy
+                message["headers"] = headers + extra
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -68,6 +80,7 @@ async def healthz(request: Request) -> JSONResponse:
             "schema_version": version,
             "alerts_24h": alerts,
             "inbound_smtp": getattr(request.app.state, "inbound", None),
+            "submission_smtp": getattr(request.app.state, "submission", None),
         }
     )
 
@@ -132,10 +145,13 @@ def create_app(
         stop = asyncio.Event()
         task = asyncio.create_task(gateway.deliver(stop=stop)) if worker else None
         try:
-            async with gateway.listening() as inbound:
+            async with gateway.listening() as inbound, gateway.submitting() as submission:
                 app.state.inbound = inbound
+                app.state.submission = submission
                 if inbound:
                     log.warning("receiving bounces and refusals by SMTP on %s", inbound)
+                if submission:
+                    log.warning("taking mail from applications by SMTP on %s", submission)
                 yield
         finally:
             stop.set()
@@ -160,6 +176,7 @@ def create_app(
         Route("/policy", subscribe.policy),
         Route("/confirm/{purpose:str}/{token}", pages.confirm_data, methods=["GET", "POST"]),
         Route("/manage", pages.manage, methods=["GET", "POST"]),
+        admin.mount(gateway),
         Mount("/static", StaticFiles(directory=TEMPLATES / "web" / "static"), name="static"),
     ]
     app = Starlette(

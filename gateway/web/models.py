@@ -245,7 +245,7 @@ class ContactOrPage(RootModel[Contact | ContactPage]):
 
 
 class ContactExport(BaseModel):
-    """Everything held about the person (PD-2)."""
+    """Everything held about the person (their right of access)."""
 
     profile: Any
     attributes: Any
@@ -323,7 +323,10 @@ class SuppressionImportReport(Answer):
 
 class SendResult(Answer):
     status: Literal["queued", "suppressed", "blocked"]
-    reason: OptionalText
+    reason: OptionalText = Field(
+        description="why it was not queued; for a queued marketing message the frequency cap"
+        ' holds, that it is held and until when ("held by the frequency cap (…) until …")'
+    )
     message_id: OptionalText
     blocked_urls: list[str] = Field(default_factory=list)
 
@@ -369,5 +372,5 @@ class Preview(Answer):
     html: OptionalText
     text: str
     blocked_urls: list[str] = Field(
-        description="third-party URLs that would block this message (TP-1)"
+        description="URLs outside the first-party domains that would block this message"
     )

@@ -27,7 +27,7 @@ ERRORS = {
 }
 JSON_ERRORS = (400, 413, 415, 422)
 CSV: JsonSchemaValue = {"type": "string", "description": "CSV text, UTF-8"}
-AUDITED = "Every call is recorded in the audit log (promise 9)."
+AUDITED = "Every call is recorded in the audit log: who read whose data, and when."
 
 
 class Schemas(GenerateJsonSchema):
@@ -168,7 +168,11 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         description="Good rows are imported; bad ones are reported by line.",
     ),
     ("/contacts/{id}", "get"): Op(
-        "one contact", "contacts", m.Contact, errors=(404,), description="Audited (promise 9)."
+        "one contact",
+        "contacts",
+        m.Contact,
+        errors=(404,),
+        description="Audited: who read it, and when.",
     ),
     ("/contacts/{id}", "patch"): Op(
         "change name, phone, address, language or attributes",
@@ -178,17 +182,17 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         body=m.ContactUpdate,
     ),
     ("/contacts/{id}", "delete"): Op(
-        "erase the person now (PD-3): only a keyed hash stays, so they are never mailed",
+        "erase the person now: only a keyed hash stays, so they are never mailed again",
         "contacts",
         m.Erased,
         errors=(404,),
     ),
     ("/contacts/{id}/export", "get"): Op(
-        "everything held about the person (PD-2)",
+        "everything held about the person (their right of access)",
         "contacts",
         m.ContactExport,
         errors=(404,),
-        description="Audited (promise 9).",
+        description="Audited: who read it, and when.",
     ),
     ("/contacts/{id}/subscriptions/{slug}", "post"): Op(
         "opt the contact in to a topic (pending first for a double opt-in topic)",
@@ -214,7 +218,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         m.SuppressionPage,
         errors=(400, 422),
         parameters=PAGING,
-        description="Audited (promise 9).",
+        description="Audited: who read it, and when.",
     ),
     ("/suppressions", "post"): Op(
         "suppress an address (a refusal reason such as phone stops promotional mail; "
@@ -236,7 +240,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "the whole suppression list as CSV",
         "suppressions",
         None,
-        description="Audited (promise 9).",
+        description="Audited: who read it, and when.",
     ),
     ("/suppressions/import", "post"): Op(
         "suppress every address of a CSV of email[,reason] (an optional header line)",
@@ -265,7 +269,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         ok=201,
         errors=(*JSON_ERRORS, 409),
         body=m.PolicyPublish,
-        description="PD-5: notices go even to people who refused marketing, never to an "
+        description="Notices go even to people who refused marketing, never to an "
         "erased address; each is recorded. Publishing a version twice answers 409.",
     ),
     ("/campaigns", "get"): Op("all campaigns", "campaigns", m.CampaignList),
@@ -287,7 +291,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         m.Preview,
         errors=(400, 404, 422),
         parameters=[query("email", m.Email, "the contact", required=True)],
-        description="Audited (promise 9).",
+        description="Audited: who read it, and when.",
     ),
     ("/campaigns/{id}/send", "post"): Op(
         "start sending (or schedule with at)",

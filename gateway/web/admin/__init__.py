@@ -28,6 +28,9 @@ CONSOLE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
     " base-uri 'none'; frame-ancestors 'none'"
 )
+# A page holding a preview lets the customer's inline styles apply, so the preview looks as
+# the mail will; images, style sheets, fonts and scripts from anywhere else stay refused.
+PREVIEW_CSP = CONSOLE_CSP.replace("style-src 'self';", "style-src 'self' 'unsafe-inline';")
 
 
 def page_routes() -> list[BaseRoute]:
@@ -69,4 +72,4 @@ def is_console(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-__all__: list[Any] = ["CONSOLE_CSP", "PAGES", "is_console", "mount"]
+__all__: list[Any] = ["CONSOLE_CSP", "PREVIEW_CSP", "PAGES", "is_console", "mount"]

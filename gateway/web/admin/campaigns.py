@@ -20,6 +20,7 @@ from ...catalog import TIMEZONE
 from ...errors import InvalidInput, NotFound
 from ...i18n import N_
 from ...staff import Session
+from . import PREVIEW_CSP
 from .auth import audit, audit_read, require
 from .views import gateway, lang_of, page, redirect, words
 
@@ -240,6 +241,8 @@ async def show(request: Request) -> Response:
         staff_email=session.email,
         zones=ZONES,
     )
+    if preview is not None:
+        response.headers["content-security-policy"] = PREVIEW_CSP
     if watching:
         # While it sends the page reloads itself, without JavaScript: the Refresh header
         # (what <meta http-equiv="refresh"> stands for), which the page offers to stop. A
