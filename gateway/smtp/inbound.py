@@ -24,7 +24,6 @@ aiosmtpd's Controller) and hands every accepted message to an async handler::
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import socket
@@ -147,25 +146,13 @@ class InboundServer(Listener):
         max_size: int = 10 * 1024 * 1024,
         hostname: str | None = None,
     ) -> None:
-        super().__init__(host, port)
+        super().__init__(host, port, hostname=hostname, max_size=max_size)
         self.handle = handle
         self.accept_rcpt = accept_rcpt
-        self.max_size = max_size
-        # The name in the greeting; computed once (aiosmtpd would look it up per connection).
-        self.hostname = hostname or socket.gethostname() or "localhost"
         self._hooks = _Hooks(self)
 
     def _protocol(self) -> SMTP:
-        return SMTP(
-            self._hooks,
-            registry=self._live,
-            hostname=self.hostname,
-            ident="gateway inbound",
-            decode_data=False,
-            enable_SMTPUTF8=True,
-            data_size_limit=self.max_size,
-            loop=asyncio.get_running_loop(),
-        )
+        return self._smtp(self._hooks, "gateway inbound")
 
     async def start(self) -> Self:
         """Start listening; ``self.port`` then holds the bound port."""

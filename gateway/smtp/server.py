@@ -8,6 +8,7 @@ test can start, fault and stop the server between two awaits.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
@@ -104,15 +105,41 @@ class Listener:
     """An SMTP server in the running loop; a subclass says how each connection is served
     (`_protocol`, an `SMTP` with ``registry=self._live``)."""
 
-    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        hostname: str | None = None,
+        max_size: int = 10 * 1024 * 1024,
+    ) -> None:
         self.host = host
         self.port = port  # 0 picks a free port; start() then holds the bound one
         self._tls = tls
+        # The name in the greeting; computed once (aiosmtpd would look it up per connection).
+        self.hostname = hostname or socket.gethostname() or "localhost"
+        self.max_size = max_size  # announced with SIZE; larger messages get 552
         self._server: asyncio.Server | None = None
         self._live: set[SMTP] = set()
 
     def _protocol(self) -> SMTP:
         raise NotImplementedError
+
+    def _smtp(self, handler: Any, ident: str, **options: Any) -> SMTP:
+        """The protocol every gateway listener speaks: raw bytes (no decoding), SMTPUTF8,
+        SIZE, in the running loop; `options` add what one listener needs (TLS, AUTH)."""
+        return SMTP(
+            handler,
+            registry=self._live,
+            hostname=self.hostname,
+            ident=ident,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+            data_size_limit=self.max_size,
+            loop=asyncio.get_running_loop(),
+            **options,
+        )
 
     async def start(self) -> Self:
         """Start listening (once); ``self.port`` then holds the bound port."""

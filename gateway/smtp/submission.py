@@ -10,9 +10,7 @@ recipient or none.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
 import ssl
 from typing import Protocol, Self
 
@@ -121,31 +119,23 @@ class SubmissionServer(Listener):
         bad_key: str = "535 5.7.8 Authentication credentials invalid",
         hostname: str | None = None,
     ) -> None:
-        super().__init__(host, port)
+        super().__init__(host, port, hostname=hostname, max_size=max_size)
         self.service = service
         self.starttls = tls
-        self.max_size = max_size
         self.max_recipients = max_recipients
         self.bad_key = bad_key
-        self.hostname = hostname or socket.gethostname() or "localhost"
         self._hooks = _Hooks(self)
 
     def _protocol(self) -> SMTP:
-        return SMTP(
+        return self._smtp(
             self._hooks,
+            "gateway submission",
             verify=self.service.authenticate,
             bad_credentials=self.bad_key,
-            registry=self._live,
-            hostname=self.hostname,
-            ident="gateway submission",
-            decode_data=False,
-            enable_SMTPUTF8=True,
-            data_size_limit=self.max_size,
             tls_context=self.starttls,
             require_starttls=True,
             auth_required=True,
             auth_require_tls=True,
-            loop=asyncio.get_running_loop(),
         )
 
     async def start(self) -> Self:
