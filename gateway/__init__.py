@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         NotFound,
         StoreError,
         TemplateError,
+        TooLarge,
         UnknownTopic,
     )
     from .render import OutOfTime
@@ -39,6 +40,7 @@ _HOMES = {
     "Settings": "config",
     "ConfigError": "errors",
     "Conflict": "errors",
+    "TooLarge": "errors",
     "GatewayError": "errors",
     "HeaderInjection": "errors",
     "InvalidAddress": "errors",
@@ -56,6 +58,7 @@ _HOMES = {
 __all__ = [
     "ConfigError",
     "Conflict",
+    "TooLarge",
     "Gateway",
     "GatewayError",
     "HeaderInjection",

@@ -12,6 +12,7 @@
     │   │   └── TemplateError    a template that does not compile or render
     │   │       └── OutOfTime    a render or scan that passed GATEWAY_RENDER_TIMEOUT
     │   │                        (defined in gateway.render)
+    │   ├── TooLarge             over a size limit, e.g. a CSV with too many rows
     │   └── Conflict             already exists or already done: a policy version published
     │                            twice, a suppression that an erasure or refusal keeps
     ├── NotFound                 a contact, topic, API key or suppression that is not there
@@ -61,6 +62,10 @@ class HeaderInjection(InvalidMessage):
 
 class TemplateError(InvalidMessage):
     """Raised when a subject or body template fails to compile or render."""
+
+
+class TooLarge(InvalidInput):
+    """Raised when an input is over a size limit (a CSV with more rows than taken at once)."""
 
 
 class Conflict(InvalidInput):

@@ -26,6 +26,7 @@ PUBLIC = {
     "TemplateError",
     "OutOfTime",
     "Conflict",
+    "TooLarge",
     "NotFound",
     "StoreError",
     "InvalidToken",

@@ -13,9 +13,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .. import addresses
+from .. import addresses, suppression_csv
 from ..contacts import check_profile_text
-from ..errors import InvalidInput, NotFound, StoreError
+from ..errors import InvalidInput, NotFound, StoreError, TooLarge
 from ..records import Contact
 from .api_io import audit, csv_body, fail, gateway, json_body, paging, path_id, query
 from .models import ContactCreate, ContactUpdate, SuppressionCreate, TopicCreate
@@ -23,7 +23,6 @@ from .models import ContactCreate, ContactUpdate, SuppressionCreate, TopicCreate
 PROFILE = (("name", "name"), ("phone", "phone"), ("address", "postal_address"))
 REASON = re.compile(r"[a-z0-9_-]{1,32}")
 SLUG = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_CSV_ROWS = 100_000
 FORMULA_START = frozenset("=+-@\t\r")
 
 
@@ -321,29 +320,13 @@ async def import_suppressions(request: Request) -> Response:
     query(request)
     text = await csv_body(request)
     try:
-        rows = list(csv.reader(text.splitlines()))
-    except csv.Error as exc:
-        fail(422, f"the CSV cannot be read: {exc}")
-    if len(rows) > MAX_CSV_ROWS:
-        fail(413, f"the CSV has more than {MAX_CSV_ROWS} rows: send it in parts")
-    added = already = 0
-    bad: list[dict[str, Any]] = []
-    for line, row in enumerate(rows, start=1):
-        cells = [c.strip() for c in row]
-        if not any(cells) or (line == 1 and cells[0].lower() == "email"):
-            continue
-        try:
-            if len(cells) > 2:
-                raise InvalidInput("more than two fields: expected email[,reason]")
-            email = addresses.normalize(cells[0])
-            reason = _reason(cells[1] if len(cells) > 1 and cells[1] else "manual")
-        except InvalidInput as exc:
-            bad.append({"line": line, "reason": str(exc)})
-            continue
-        if await gw.suppress(email, reason=reason, source="api"):
-            added += 1
-        else:
-            already += 1
-    if added >= 1000:
-        await gw.store.analyze("suppressions")
+        done = await suppression_csv.import_suppressions(
+            gw, text, source="api", check_reason=_reason, parts="send it in parts"
+        )
+    except TooLarge as exc:
+        fail(413, str(exc))
+    except InvalidInput as exc:
+        fail(422, str(exc))
+    added, already = done.added, done.already
+    bad = [{"line": line, "reason": why} for line, why in done.bad]
     return JSONResponse({"added": added, "already": already, "bad_rows": bad})

@@ -6,18 +6,16 @@ never a person's own refusal, a complaint or an erasure (`consent.staff_may_lift
 
 from __future__ import annotations
 
-import csv
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ... import addresses
+from ... import addresses, suppression_csv
 from ...consent import SUPPRESSION_SCOPES, staff_may_lift
-from ...errors import InvalidInput, StoreError
+from ...errors import InvalidInput, StoreError, TooLarge
 from ...i18n import N_
-from ..api_people import MAX_CSV_ROWS
 from ..api_people import _reason as checked_reason
 from .people_common import (
     MAX_UPLOAD,
@@ -142,31 +140,14 @@ async def import_suppressions(request: Request) -> Response:
     if not text.strip():
         raise Refused(422, "choose a CSV file to import: the one sent is empty")
     try:
-        rows = list(csv.reader(text.splitlines()))
-    except csv.Error as exc:
-        raise Refused(422, f"the CSV cannot be read: {exc}") from None
-    if len(rows) > MAX_CSV_ROWS:
-        raise Refused(413, f"the CSV has more than {MAX_CSV_ROWS} rows: import it in parts")
-    added = already = 0
-    bad: list[tuple[int, str]] = []
-    for line, row in enumerate(rows, start=1):
-        cells = [c.strip() for c in row]
-        if not any(cells) or (line == 1 and cells[0].lower() == "email"):
-            continue
-        try:
-            if len(cells) > 2:
-                raise InvalidInput("more than two fields: expected email[,reason]")
-            email = addresses.normalize(cells[0])
-            reason = checked_reason(cells[1] if len(cells) > 1 and cells[1] else "manual")
-        except InvalidInput as exc:
-            bad.append((line, str(exc)))
-            continue
-        if await gw.suppress(email, reason=reason, source=SOURCE):
-            added += 1
-        else:
-            already += 1
-    if added >= 1000:
-        await gw.store.analyze("suppressions")
+        done = await suppression_csv.import_suppressions(
+            gw, text, source=SOURCE, check_reason=checked_reason, parts="import it in parts"
+        )
+    except TooLarge as exc:
+        raise Refused(413, str(exc)) from None
+    except InvalidInput as exc:
+        raise Refused(422, str(exc)) from None
+    added, already, bad = done.added, done.already, done.bad
     await audit_change(request, "suppressions.import", "list")
     # The report is the answer (a repeated post adds nothing: every row is then "already").
     return render(
