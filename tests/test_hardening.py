@@ -139,7 +139,9 @@ async def test_a_runaway_render_stops_at_its_deadline_instead_of_running_on(gw, 
     start = time.monotonic()
     with pytest.raises(OutOfTime):
         gw.accepter.renderer.render(draft, None, deadline=start + 0.3)
-    assert time.monotonic() - start < 0.8
+    # Without the deadline each of these runs for hours; the margin is for a test machine
+    # busy with other test processes (the suite runs on several).
+    assert time.monotonic() - start < 3.0
 
 
 @pytest.mark.parametrize(
