@@ -30,9 +30,12 @@ URLs are not reused), then wrk with --connections connections, each request a PO
 `List-Unsubscribe=One-Click` (application/x-www-form-urlencoded) to a path never requested
 before. For the gateway that is a different contact each time, so every POST is a first
 refusal: a suppression, an opt-out consent record and the ST-2 confirmation email in the
-outbox, committed before the answer. The load runs for --seconds or until the URLs run out;
-then no new request starts and the ones in flight are awaited (bench/unsubscribe.lua), so the
-server's writes can be counted against the answers.
+outbox, committed before the answer. (The gateway commits the refusals that arrive together
+in one transaction, one fsync for all, and answers each after that COMMIT: group commit,
+gateway/store/batch.py. The bare endpoint commits each request on its own.) The load runs
+for --seconds or until the URLs run out; then no new request starts and the ones in flight
+are awaited (bench/unsubscribe.lua), so the server's writes can be counted against the
+answers.
 
 Figures:
   rate                     2xx answers / wrk's wall time

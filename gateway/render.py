@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from inscriptis import get_text
@@ -76,8 +76,27 @@ def html_to_text(html: str) -> str:
     return get_text(tree.html or "").strip() + "\n"
 
 
-# Renders kept by exact input (text parts, scans) per renderer, then forgotten all at once.
-_KEPT = 2048
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Kept(dict[_K, _V]):
+    """Results kept by their exact input (text parts, scans), forgotten all at once when
+    their inputs reach `limit` characters (a few MB however large the messages)."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        super().__init__()
+        self.limit = limit
+        self.size = 0
+
+    def keep(self, key: _K, value: _V, size: int) -> None:
+        if self.size + size > self.limit:
+            self.clear()
+            self.size = 0
+        self[key] = value
+        self.size += size
+
+
 _LINK_SLOTS = ("unsubscribe_url", "preferences_url")
 _MARK = "\ue000{}\ue001"  # private-use characters: in no template, unchanged by escaping
 _MARKS = re.compile("\ue000(\\d+)\ue001")
@@ -133,8 +152,6 @@ _PLAIN_TAGS = frozenset(
     " figcaption font center sup sub mark abbr cite code q label time ins del img".split()
 )
 _TAG = re.compile(r"<\s*/?\s*([^\s/>]*)")
-_VALUE_MARK = "\ue000{}\ue001"
-_VALUE_MARKS = re.compile("\ue000(\\d+)\ue001")
 _PLAIN_VALUE = re.compile(r"[^\s<>&\"'\ue000-\uf8ff]+(?: [^\s<>&\"'\ue000-\uf8ff]+)*")
 _IN_ENTITY = re.compile(r"&(?:#?[0-9A-Za-z]*|amp;|AMP;|#0*38;|#[xX]0*26;)$")
 _ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
@@ -154,6 +171,8 @@ def _marked(html: str, values: Sequence[str]) -> tuple[str, list[str]]:
         and _PLAIN_VALUE.fullmatch(v)
     }
     used: list[str] = []
+    if "\ue000" in html or "\ue001" in html:
+        return html, used  # a mark's characters in the document itself
     for value in sorted(plain, key=len, reverse=True):
         start = html.find(value)
         if start < 0:
@@ -163,7 +182,7 @@ def _marked(html: str, values: Sequence[str]) -> tuple[str, list[str]]:
             if _IN_ENTITY.search(html, max(0, start - 32), start):
                 return html, []
             start = html.find(value, start + 1)
-        html = html.replace(value, _VALUE_MARK.format(len(used)))
+        html = html.replace(value, _MARK.format(len(used)))
         used.append(value)
     return html, used
 
@@ -192,8 +211,8 @@ def _text_skeleton(marked: str, n: int) -> tuple[str, ...] | None:
                 in_text += data.count("\ue000")
     if in_text != marked.count("\ue000") or in_text == 0:
         return None
-    parts = tuple(_VALUE_MARKS.split(html_to_text(marked)))
-    if sorted(parts[1::2]) != sorted(_VALUE_MARKS.findall(marked)):
+    parts = tuple(_MARKS.split(html_to_text(marked)))
+    if sorted(parts[1::2]) != sorted(_MARKS.findall(marked)):
         return None  # a mark hidden (display: none) or repeated
     if any("\ue000" in part or "\ue001" in part for part in parts[::2]):
         return None
@@ -347,9 +366,9 @@ class Renderer:
         # A campaign renders the same HTML for every recipient whose data it shows is the
         # same (the same first name, or none at all): its text part and its scan are pure
         # functions of the HTML and text, so they are kept for the next such recipient.
-        self._texts: dict[str, str] = {}
-        self._scans: dict[tuple[str | None, str | None], tuple[Finding, ...]] = {}
-        self._text_skeletons: dict[str, tuple[str, ...] | None] = {}
+        self._texts: _Kept[str, str] = _Kept()
+        self._scans: _Kept[tuple[str | None, str | None], tuple[Finding, ...]] = _Kept()
+        self._text_skeletons: _Kept[str, tuple[str, ...] | None] = _Kept()
         # The footers and the layout, rendered once with a mark where each recipient's
         # links (or subject, body and footer) go; None where marks cannot stand in for them.
         self._skeletons: dict[tuple[str, ...], tuple[str, ...] | None] = {}
@@ -564,18 +583,16 @@ class Renderer:
         if text is None:
             marked, used = _marked(html, values)
             if used:
-                if marked not in self._text_skeletons:
-                    if len(self._text_skeletons) >= _KEPT:
-                        self._text_skeletons.clear()
-                    self._text_skeletons[marked] = _text_skeleton(marked, len(used))
-                parts = self._text_skeletons[marked]
+                if marked in self._text_skeletons:
+                    parts = self._text_skeletons.get(marked)  # (None if cleared meanwhile)
+                else:
+                    parts = _text_skeleton(marked, len(used))
+                    self._text_skeletons.keep(marked, parts, 2 * len(marked))
                 if parts is not None:
                     text = _fill(parts, used, (False,) * len(used))
             if text is None:
                 text = html_to_text(html)
-            if len(self._texts) >= _KEPT:
-                self._texts.clear()
-            self._texts[html] = text
+            self._texts.keep(html, text, len(html) + len(text))
         return text
 
     def _scan(self, html: str | None, text: str | None) -> tuple[Finding, ...]:
@@ -589,9 +606,7 @@ class Renderer:
                     html, text, settings.first_party_domains, link_domains=settings.link_domains
                 )
             )
-            if len(self._scans) >= _KEPT:
-                self._scans.clear()
-            self._scans[key] = found
+            self._scans.keep(key, found, len(html or "") + len(text or ""))
         return found
 
     def _filled(

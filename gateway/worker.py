@@ -94,6 +94,10 @@ class Worker:
         self.lease_seconds = lease_seconds or settings.lease_seconds
         self.poll_seconds = poll_seconds
         self.stats = WorkerStats()
+        # Rows this worker claimed and has not recorded yet. A batch slower than its lease
+        # (a loaded machine, a slow relay) comes back due while still on the wire; the next
+        # claim (made while it is on the wire) must not take it again and send it twice.
+        self._held: set[int] = set()
 
     async def run(
         self,
@@ -175,7 +179,10 @@ class Worker:
             self.wake.clear()
 
     async def _claim(self) -> Claimed:
-        items = await self.store.claim(self.batch_size, self.lease_seconds, time.time())
+        items = await self.store.claim(
+            self.batch_size, self.lease_seconds, time.time(), held=self._held
+        )
+        self._held.update(item.id for item in items)
         self.stats.claimed += len(items)
         return await self._prepare(items)
 
@@ -259,6 +266,12 @@ class Worker:
         return self.return_path(item.id) if self.return_path is not None else item.sender
 
     async def _record(self, batch: Batch, outcomes: list[Outcome]) -> None:
+        try:
+            await self._write_outcomes(batch, outcomes)
+        finally:
+            self._held.difference_update(item.id for item in batch.items)
+
+    async def _write_outcomes(self, batch: Batch, outcomes: list[Outcome]) -> None:
         now = time.time()
         sent: list[int] = []
         retry: list[tuple[int, float, str]] = []

@@ -435,3 +435,20 @@ async def test_a_worker_killed_mid_run_loses_nothing_and_duplicates_only_what_wa
         f" {len(leased)} leased, {len(in_flight)} in flight, {len(twice)} duplicates"
         f" (bound {bound})"
     )
+
+
+async def test_a_batch_slower_than_its_lease_is_not_claimed_again_by_its_own_worker(
+    env: dict[str, str],
+):
+    """A batch on the wire longer than the lease comes back due; the same worker's next
+    claim (made while that batch is on the wire) takes it again and must not send it twice."""
+    async with RecordingSMTPServer(slow=0.03) as srv:  # 10 messages: about 0.3 s a batch
+        env["GATEWAY_SMTP_URL"] = srv.url
+        async with Gateway.from_env(env) as gw:
+            results = await gw.send_many(
+                [SendRequest(f"p{i:02d}@example.vn", "Đơn", text="x") for i in range(40)]
+            )
+            assert {r.status for r in results} == {"queued"}
+            stats = await gw.deliver(until_idle=True, batch_size=10, lease_seconds=0.1)
+        got = by_message_id(srv.messages)
+        assert len(got) == 40 and max(got.values()) == 1, stats

@@ -46,6 +46,7 @@ TEMPLATES = [
     "<!-- {N} --><p>{N}</p>",
     "<p>&#123{N}&lt;{N}&gt;</p>",
     "<q>{N}</q><blockquote>{N}<br>{N}</blockquote>",
+    "<p>\ue0000\ue001 {N}</p>",  # the characters of a mark, in the document itself
 ]
 
 

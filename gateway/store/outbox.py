@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -83,26 +83,31 @@ class OutboxQueries(StoreBase):
         )
         return dict(rows)  # type: ignore[arg-type]
 
-    async def claim(self, limit: int, lease_seconds: float, now: float) -> list[OutboxItem]:
+    async def claim(
+        self, limit: int, lease_seconds: float, now: float, held: Collection[int] = ()
+    ) -> list[OutboxItem]:
         """Lease up to `limit` due messages: queued and due, or leased by a worker whose
-        lease ran out (it crashed). One statement, so two workers never claim one row."""
+        lease ran out (it crashed). One statement, so two workers never claim one row.
+        `held`: rows the caller still has on the wire, never taken back from it."""
+        held = list(held)
+        mine = f" AND id NOT IN ({self.marks(len(held))})" if held else ""
         # Each claim its own lease value, which tells this process's rows in flight from
         # other workers' (the jitter keeps other processes' values apart from ours).
         lease = now + lease_seconds + random.uniform(0, 0.001)
         while lease in self.own_leases:
             lease = math.nextafter(lease, math.inf)
         if not self.is_sqlite:
-            return await self._claim_locked(limit, lease, now)
+            return await self._claim_locked(limit, lease, now, held, mine)
         async with self.transaction():
             rows = await self.rows(
                 "UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1,"
                 " updated_at = ? WHERE id IN (SELECT id FROM outbox WHERE"
                 " (state = 'queued' AND next_attempt_at <= ?)"
-                " OR (state = 'sending' AND lease_until < ?)"
+                f" OR (state = 'sending' AND lease_until < ?{mine})"
                 " ORDER BY next_attempt_at, id LIMIT ?)"
                 f" RETURNING id, message_id, email, contact_id, category, topic_id, sender, {BODY},"
                 " attempts, created_at, campaign_id, template, context",
-                (lease, now, now, now, limit),
+                (lease, now, now, now, *held, limit),
             )
         if rows:
             self.own_leases.append(lease)
@@ -110,14 +115,16 @@ class OutboxQueries(StoreBase):
         items.sort(key=lambda item: item.id)
         return items
 
-    async def _claim_locked(self, limit: int, lease: float, now: float) -> list[OutboxItem]:
+    async def _claim_locked(
+        self, limit: int, lease: float, now: float, held: list[int], mine: str
+    ) -> list[OutboxItem]:
         """PostgreSQL, where workers on several machines claim at once: each locks the rows
         it picks and skips rows another has locked (FOR UPDATE SKIP LOCKED), so no row is
         claimed twice and nobody waits. Two index range scans on (state, next_attempt_at):
         leases that ran out first, then the queued rows that are due, oldest first."""
         rows = await self.rows(
             "WITH expired AS (SELECT id FROM outbox WHERE state = 'sending' AND lease_until < ?"
-            " ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED),"
+            f"{mine} ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED),"
             " due AS (SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?"
             " ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED)"
             " UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1,"
@@ -125,7 +132,7 @@ class OutboxQueries(StoreBase):
             " SELECT id FROM due) AS picked LIMIT ?)"
             f" RETURNING id, message_id, email, contact_id, category, topic_id, sender, {BODY},"
             " attempts, created_at, campaign_id, template, context",
-            (now, limit, now, limit, lease, now, limit),
+            (now, *held, limit, now, limit, lease, now, limit),
         )
         if rows:
             self.own_leases.append(lease)

@@ -24,6 +24,14 @@ SUPPRESSION_INSERT = (
     " RETURNING id"
 )
 
+# What `enqueue` writes, for `refusal_in_thread`: an outbox row and a message log entry.
+_ENQUEUE = (
+    f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)})"
+    f" VALUES ({StoreBase.marks(len(OUTBOX_COLUMNS))})",
+    f"INSERT INTO message_log ({', '.join(LOG_COLUMNS)})"
+    f" VALUES ({StoreBase.marks(len(LOG_COLUMNS))})",
+)
+
 
 class SuppressionQueries(StoreBase):
     async def add_suppression(
@@ -79,14 +87,7 @@ class SuppressionQueries(StoreBase):
         for `grouped` (store/batch.py): the same statements as `add_suppression`, then, if
         the suppression is new, `record_consent` under the policy version in force
         (`current_policy_version`) and `enqueue` of the confirmation. True when new."""
-        outbox = (
-            f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)})"
-            f" VALUES ({self.marks(len(OUTBOX_COLUMNS))})"
-        )
-        log = (
-            f"INSERT INTO message_log ({', '.join(LOG_COLUMNS)})"
-            f" VALUES ({self.marks(len(LOG_COLUMNS))})"
-        )
+        outbox, log = _ENQUEUE
         scope = "marketing"
         metric = suppression_metric(scope, reason)
 
@@ -106,11 +107,12 @@ class SuppressionQueries(StoreBase):
                 [tuple(None if c == "raw" else r.get(c) for c in OUTBOX_COLUMNS) for r in rows],
             )
             bodies = [(r["raw"], r["message_id"]) for r in rows if r.get("raw") is not None]
-            conn.executemany(
-                "INSERT INTO outbox_bodies (outbox_id, raw) SELECT id, ? FROM outbox"
-                " WHERE message_id = ?",
-                bodies,
-            )
+            if bodies:
+                conn.executemany(
+                    "INSERT INTO outbox_bodies (outbox_id, raw) SELECT id, ? FROM outbox"
+                    " WHERE message_id = ?",
+                    bodies,
+                )
             conn.executemany(log, [tuple(e.get(c) for c in LOG_COLUMNS) for e in logs])
             events = [(now, metric)] if metric is not None else []
             return True, events + [(e["created_at"], e["status"]) for e in logs]
