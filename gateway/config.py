@@ -167,7 +167,9 @@ SETTINGS: tuple[Setting, ...] = (
         "how long a worker holds the messages it claimed; a crashed worker's return after it",
     ),
     Setting(
-        "GATEWAY_MARKETING_DAILY_CAP", "3", "marketing messages to one address in any 24 hours; 0 turns the cap off"
+        "GATEWAY_MARKETING_DAILY_CAP",
+        "3",
+        "marketing messages to one address in any 24 hours; 0 turns the cap off",
     ),
     Setting(
         "GATEWAY_AD_LABEL",

@@ -135,7 +135,15 @@ class Gateway:
         `source` names who handed it in, for the message log (e.g. "apikey:crm")."""
         return await self.accepter.send(
             SendRequest(
-                to, subject, html, text, category, topic, headers, context, idempotency_key,
+                to,
+                subject,
+                html,
+                text,
+                category,
+                topic,
+                headers,
+                context,
+                idempotency_key,
                 source=source,
             )  # fmt: skip
         )

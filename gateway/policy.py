@@ -33,8 +33,7 @@ DAY = 86400.0
 def cap_words(cap: int) -> str:
     """The frequency cap in words, for the reason of a message it holds."""
     return (
-        f"at most {cap} marketing messages to one address in 24 hours"
-        " (GATEWAY_MARKETING_DAILY_CAP)"
+        f"at most {cap} marketing messages to one address in 24 hours (GATEWAY_MARKETING_DAILY_CAP)"
     )
 
 

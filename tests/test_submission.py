@@ -461,9 +461,7 @@ async def test_attachments_arrive_byte_for_byte_and_a_cid_image_is_first_party(s
     assert html_part is not None
     html_part.add_related(PNG, "image", "png", cid="<logo@first.vn>")
     msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="hoa-don.pdf")
-    msg.add_attachment(
-        "tên,số\nAn,1\n".encode(), maintype="text", subtype="csv", filename="ds.csv"
-    )
+    msg.add_attachment("tên,số\nAn,1\n".encode(), maintype="text", subtype="csv", filename="ds.csv")
     code, reply = await in_thread(send_data, sub, msg, ["an@example.vn"])
     assert code == 250, reply
     [out] = await deliver(sub, 1)

@@ -520,9 +520,7 @@ async def test_ad4_an_unconfirmed_form_stores_nothing_about_known_or_unknown_add
         if table not in ("outbox", "message_log", "daily_counts"):
             assert after[table] == before[table], table
     assert len(after["outbox"]) == 2
-    tables = {
-        k: v for k, v in after.items() if k not in ("outbox", "message_log", "daily_counts")
-    }
+    tables = {k: v for k, v in after.items() if k not in ("outbox", "message_log", "daily_counts")}
     assert cells_naming(tables, "stranger@example.vn") == []
 
 
