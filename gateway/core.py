@@ -133,20 +133,8 @@ class Gateway:
         """Accept one message. Returns queued, suppressed or blocked with the reason; raises
         an `InvalidInput` for input that cannot be accepted (nothing is written then).
         `source` names who handed it in, for the message log (e.g. "apikey:crm")."""
-        return await self.accepter.send(
-            SendRequest(
-                to,
-                subject,
-                html,
-                text,
-                category,
-                topic,
-                headers,
-                context,
-                idempotency_key,
-                source=source,
-            )  # fmt: skip
-        )
+        fields = (to, subject, html, text, category, topic, headers, context, idempotency_key)
+        return await self.accepter.send(SendRequest(*fields, source=source))
 
     async def send_many(self, requests: Sequence[SendRequest]) -> list[SendResult]:
         return await self.accepter.send_many(requests)
