@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import addresses, mime, render_threads
-from .audience import say_held
 from .catalog import SUBJECTS, local_time, mail_language
 from .config import Settings
 from .errors import InvalidMessage, MessageRefused, UnknownTopic
+from .frequency import held_until
 from .policy import CATEGORIES, decide
 from .records import Contact, OutboxItem, Topic
 from .render import DROPPED, RESERVED, Draft, Rendered, Renderer
@@ -198,8 +198,16 @@ class Accepter:
         prepared = await self.prepare(requests)
         await self.commit(prepared)
         # A message the frequency cap will hold says so (queued all the same).
-        cap = self.settings.marketing_daily_cap
-        return await say_held(self.store, cap, requests, prepared.results)
+        fresh = [
+            (req.to, res.message_id)
+            for req, res in zip(requests, prepared.results, strict=True)
+            if req.category == "marketing" and res.queued and not res.reason and res.message_id
+        ]
+        held = await held_until(self.store, self.settings.marketing_daily_cap, fresh)
+        return [
+            replace(r, reason=held[r.message_id]) if r.message_id in held else r
+            for r in prepared.results
+        ]
 
     def queue_template(
         self, contact: Contact, *, template: str, subject: str, context: Mapping[str, Any]

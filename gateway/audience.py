@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import addresses
 from .errors import InvalidInput
-from .policy import DAY, cap_opens, cap_words, decide
+from .policy import DAY, decide
 from .store import Store
 from .tokens import Signer
 
 if TYPE_CHECKING:
-    from .accept import SendRequest, SendResult
     from .core import Gateway
 
 PAGE = 1000
@@ -177,37 +175,3 @@ async def for_campaign(gw: Gateway, campaign_id: int) -> tuple[dict[str, Any], A
     subscriptions = await store.subscription_counts(c["topic_id"])
     found.not_in_audience = {state: subscriptions.get(state, 0) for state in OUTSIDE}
     return c, found
-
-
-async def say_held(
-    store: Store, cap: int, requests: Sequence[SendRequest], results: list[SendResult]
-) -> list[SendResult]:
-    """The results of messages just accepted, a marketing one the frequency cap will hold
-    saying so in its reason, and until when: an estimate from the marketing mail sent to the
-    address in the last 24 hours, on the wire, and queued before it (a refusal or a cancelled
-    message ahead frees a place sooner). It is queued all the same; the worker holds it."""
-    fresh = [
-        i
-        for i, (req, res) in enumerate(zip(requests, results, strict=True))
-        if req.category == "marketing" and res.queued and not res.reason and res.message_id
-    ]
-    if not fresh:
-        return results
-    now = time.time()
-    emails = {i: addresses.normalize(requests[i].to) for i in fresh}
-    ahead = await store.marketing_ahead(sorted(set(emails.values())), now - DAY)
-    held = list(results)
-    for i in fresh:
-        mail = ahead.get(emails[i], [])
-        own = next((o for _, o, m in mail if m == results[i].message_id), None)
-        times = [
-            max(at, now) if outbox_id is not None else at
-            for at, outbox_id, _ in mail
-            if outbox_id is None or (own is not None and outbox_id < own)
-        ]
-        opens = cap_opens(times, cap)
-        if opens is not None and opens > now:
-            until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(opens))
-            reason = f"held by the frequency cap ({cap_words(cap)}) until {until}"
-            held[i] = replace(results[i], reason=reason)
-    return held
