@@ -195,11 +195,20 @@ def fill_form(b: Browser, *, name: str, subject: str, html: str | None, upload: 
 
 def click_and_wait(b: Browser, element: Any) -> None:
     """Click, then wait for the next page to replace this one."""
-    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def replaced(_driver: Any) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException:
+            # Stale, or (mid-navigation) chromedriver's "Node with given id does not belong
+            # to the document": either way the old page is gone.
+            return True
+        return False
+
     element.click()
-    WebDriverWait(b.driver, 10).until(ec.staleness_of(element))
+    WebDriverWait(b.driver, 10).until(replaced)
 
 
 def press(b: Browser, action: str) -> None:
