@@ -201,3 +201,55 @@ async def test_tp5_first_party_domains_set_to_others_never_block_the_gateways_ow
         assert blocked.status == "blocked"
         assert blocked.blocked_urls == ("https://cdn.evil.com/p.gif",)
         assert "mail.first.vn" not in blocked.reason
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=list(ids(TEMPLATES)))
+async def test_tp1_published_template_submitted_over_smtp_arrives_with_only_the_footer_added(
+    path: Path, env: dict[str, str], smtp: RecordingSMTPServer, tmp_path: Path
+):
+    """The same documents as an application builds them (text and HTML alternatives, the
+    marketing headers) submitted over SMTP with STARTTLS and a send key: they arrive as the
+    application sent them with only the footer added, exactly as through send()."""
+    import asyncio
+    import smtplib
+    from email.message import EmailMessage
+
+    import tls
+
+    template = source(path)
+    certs = tls.certificates(tmp_path)
+    env.update(
+        GATEWAY_SUBMISSION_SMTP="127.0.0.1:0",
+        GATEWAY_TLS_CERT=str(certs.cert_file),
+        GATEWAY_TLS_KEY=str(certs.key_file),
+    )
+    async with gateway(env, smtp, ",".join([*own_hosts(template), "first.vn"])) as gw:
+        await gw.add_contact("an@example.vn", name="Nguyễn Văn An", subscribe=["news"])
+        key = await gw.create_api_key("shop", "send")
+        message = EmailMessage()
+        message["From"] = "Cửa hàng An <news@first.vn>"
+        message["To"] = "an@example.vn"
+        message["Subject"] = SUBJECT
+        message["X-Gateway-Category"] = "marketing"
+        message["X-Gateway-Topic"] = "news"
+        message.set_content("Bản tin tháng 12 của cửa hàng An.")
+        message.add_alternative(template, subtype="html")
+
+        def submit(port: int) -> tuple[int, bytes]:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.starttls(context=certs.client_context())
+                client.login("shop", key)
+                client.mail("news@first.vn")
+                client.rcpt("an@example.vn")
+                return client.data(message.as_bytes(policy=email.policy.SMTP))
+
+        async with gw.submitting() as where:
+            assert where is not None
+            code, reply = await asyncio.to_thread(submit, int(where.rpartition(":")[2]))
+        assert code == 250, reply
+        assert (await gw.deliver(until_idle=True)).sent == 1
+        # What the application put in its HTML part: Python's email package ends a text
+        # part with a newline when the document has none.
+        sent = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        assert sent in (template, template + "\n")
+        check_delivered(smtp.messages[0].data, sent)
