@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import functools
 import gettext as _gettext
-from io import BytesIO
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
-from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from ...i18n import LANGUAGES, LOCALE_DIR
+from ...i18n import LOCALE_DIR, check_language, compiled
 
 
 def catalog_files(lang: str) -> list[Path]:
@@ -23,19 +21,14 @@ def catalog_files(lang: str) -> list[Path]:
 
 @functools.cache
 def translations(lang: str) -> _gettext.GNUTranslations:
-    """The console catalog of `lang`, compiled from its .po files the first time."""
-    if lang not in LANGUAGES:
-        raise ValueError(f"no catalog for language {lang!r}: use one of {', '.join(LANGUAGES)}")
-    merged = Catalog(locale=lang, domain="console")
+    """The console catalog of `lang`: its .po files merged, compiled the first time."""
+    merged = Catalog(locale=check_language(lang), domain="console")
     for path in catalog_files(lang):
         with path.open("rb") as po:
             for message in read_po(po, locale=lang, domain="console"):
                 if message.id:
                     merged[message.id] = message
-    mo = BytesIO()
-    write_mo(mo, merged)  # fuzzy entries are left out: they fall back to the English msgid
-    mo.seek(0)
-    return _gettext.GNUTranslations(mo)
+    return compiled(merged)
 
 
 def gettext(lang: str, msgid: str, /, **variables: object) -> str:
