@@ -111,37 +111,9 @@ async def console_client(
 def start_console_browser(profile: Path, origin: str) -> Any:
     """test_browser's Chromium, but with cookies on (the console's session is one), and any
     request that is not to 127.0.0.1 sent to a dead proxy: nothing leaves the machine."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from test_browser import CHROMEDRIVER, CHROMIUM, Browser
+    from test_browser import start_browser
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1024,1400",
-        # Off the machine nothing answers: every other host goes to a closed port.
-        "--proxy-server=http://127.0.0.1:9",
-        "--proxy-bypass-list=127.0.0.1",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(20)
-    driver.set_script_timeout(20)
-    driver.get_log("performance")
-    return Browser(driver, origin)
+    return start_browser(profile, origin, cookies=True, only_hosts=("127.0.0.1",))
 
 
 def browser_login(b: Any, email: str, password: str = PASSWORD) -> None:

@@ -263,13 +263,18 @@ class Browser:
         return self.driver.find_element("tag name", "h1").text
 
 
-def start_browser(profile: Path, origin: str) -> Browser:
+def start_browser(
+    profile: Path, origin: str, *, cookies: bool = False, only_hosts: tuple[str, ...] = ()
+) -> Browser:
+    """Debian's Chromium, headless, through a fixed chromedriver. Cookies are blocked unless
+    `cookies` (the console's session is one); with `only_hosts`, no other host resolves and
+    any other request goes to a dead proxy: nothing leaves the machine."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in (
+    args = [
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
@@ -281,15 +286,24 @@ def start_browser(profile: Path, origin: str) -> Browser:
         "--disable-sync",
         "--window-size=1024,1400",
         f"--user-data-dir={profile}",
-    ):
+    ]
+    if only_hosts:
+        args += [
+            "--proxy-server=http://127.0.0.1:9",
+            f"--proxy-bypass-list={';'.join(only_hosts)}",
+            "--host-resolver-rules=MAP * ~NOTFOUND , "
+            + " , ".join(f"EXCLUDE {host}" for host in only_hosts),
+        ]
+    for arg in args:
         options.add_argument(arg)
-    options.add_experimental_option(
-        "prefs",
-        {
-            "profile.default_content_setting_values.cookies": 2,
-            "profile.block_third_party_cookies": True,
-        },
-    )
+    if not cookies:
+        options.add_experimental_option(
+            "prefs",
+            {
+                "profile.default_content_setting_values.cookies": 2,
+                "profile.block_third_party_cookies": True,
+            },
+        )
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     # A fixed driver path: selenium-manager never looks for (or downloads) anything.
     service = Service(executable_path=str(CHROMEDRIVER))

@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_browser
 from console_helpers import browser_login
 from pg import sqlite_only
 from smtp_server import RecordingSMTPServer
 from starlette.routing import Mount, Route
 from test_browser import (  # noqa: F401 (server is a fixture)
-    CHROMEDRIVER,
-    CHROMIUM,
     ROOT,
     Browser,
     Server,
@@ -96,35 +95,9 @@ def start_browser(profile: Path, origin: str) -> Browser:
     """console_helpers.start_console_browser's Chromium (cookies on, no host but the loopback
     resolves, any other request goes to a dead proxy), with the tracker's address reachable
     too: so that only the console's protections can keep its image from loading."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1024,1400",
-        "--proxy-server=http://127.0.0.1:9",
-        "--proxy-bypass-list=127.0.0.1;127.0.0.2",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE 127.0.0.2",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    service = Service(executable_path=str(CHROMEDRIVER))  # selenium-manager never downloads
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(20)
-    driver.set_script_timeout(20)
-    driver.get_log("performance")
-    return Browser(driver, origin)
+    return test_browser.start_browser(
+        profile, origin, cookies=True, only_hosts=("127.0.0.1", "127.0.0.2")
+    )
 
 
 def by(kind: str) -> Any:
