@@ -214,15 +214,10 @@ async def test_tp1_published_template_submitted_over_smtp_arrives_with_only_the_
     import smtplib
     from email.message import EmailMessage
 
-    import tls
+    from test_submission import submission_env
 
     template = source(path)
-    certs = tls.certificates(tmp_path)
-    env.update(
-        GATEWAY_SUBMISSION_SMTP="127.0.0.1:0",
-        GATEWAY_TLS_CERT=str(certs.cert_file),
-        GATEWAY_TLS_KEY=str(certs.key_file),
-    )
+    certs = submission_env(env, smtp, tmp_path)
     async with gateway(env, smtp, ",".join([*own_hosts(template), "first.vn"])) as gw:
         await gw.add_contact("an@example.vn", name="Nguyễn Văn An", subscribe=["news"])
         key = await gw.create_api_key("shop", "send")

@@ -57,15 +57,25 @@ async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
 
 
-@pytest.fixture
-async def sub(env: dict[str, str], smtp: RecordingSMTPServer, tmp_path: Path) -> AsyncIterator[Sub]:
+def submission_env(
+    env: dict[str, str], smtp: RecordingSMTPServer, tmp_path: Path, **extra: str
+) -> tls.Certificates:
+    """The environment of a gateway delivering to `smtp` that takes submissions on a free
+    port with a generated certificate; the certificates, for the client's side."""
     certs = tls.certificates(tmp_path)
     env.update(
         GATEWAY_SMTP_URL=smtp.url,
         GATEWAY_SUBMISSION_SMTP="127.0.0.1:0",
         GATEWAY_TLS_CERT=str(certs.cert_file),
         GATEWAY_TLS_KEY=str(certs.key_file),
+        **extra,
     )
+    return certs
+
+
+@pytest.fixture
+async def sub(env: dict[str, str], smtp: RecordingSMTPServer, tmp_path: Path) -> AsyncIterator[Sub]:
+    certs = submission_env(env, smtp, tmp_path)
     async with Gateway.from_env(env) as gw:
         await gw.add_topic("news", "Tin tức")
         key = await gw.create_api_key("shop", "send")
@@ -479,14 +489,7 @@ async def test_attachments_arrive_byte_for_byte_and_a_cid_image_is_first_party(s
 async def test_a_message_over_the_size_limit_is_refused_before_its_data_is_read(
     env: dict[str, str], smtp: RecordingSMTPServer, tmp_path: Path
 ):
-    certs = tls.certificates(tmp_path)
-    env.update(
-        GATEWAY_SMTP_URL=smtp.url,
-        GATEWAY_SUBMISSION_SMTP="127.0.0.1:0",
-        GATEWAY_TLS_CERT=str(certs.cert_file),
-        GATEWAY_TLS_KEY=str(certs.key_file),
-        GATEWAY_SUBMISSION_MAX_BYTES="20000",
-    )
+    certs = submission_env(env, smtp, tmp_path, GATEWAY_SUBMISSION_MAX_BYTES="20000")
     async with Gateway.from_env(env) as gw:
         key = await gw.create_api_key("shop", "send")
         async with gw.submitting() as where:
@@ -579,12 +582,10 @@ async def test_the_gateway_signs_what_it_sends_and_the_applications_signature_is
 
     key = ed25519.Ed25519PrivateKey.generate()
     (tmp_path / "dkim.pem").write_bytes(pkcs8(key))
-    certs = tls.certificates(tmp_path)
-    env.update(
-        GATEWAY_SMTP_URL=smtp.url,
-        GATEWAY_SUBMISSION_SMTP="127.0.0.1:0",
-        GATEWAY_TLS_CERT=str(certs.cert_file),
-        GATEWAY_TLS_KEY=str(certs.key_file),
+    certs = submission_env(
+        env,
+        smtp,
+        tmp_path,
         GATEWAY_DKIM_DOMAIN=DOMAIN,
         GATEWAY_DKIM_SELECTOR=SELECTOR,
         GATEWAY_DKIM_KEY_FILE=str(tmp_path / "dkim.pem"),
