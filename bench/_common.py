@@ -221,3 +221,26 @@ def disturbed(phase: str, pct: float) -> str | None:
 
 if __name__ == "__main__":
     library_help(__doc__)
+
+
+def dkim_key(tmp: Path, kind: str) -> Path:
+    """A fresh DKIM private key (RSA 2048 or Ed25519, PEM, readable by its owner only) in the
+    temporary directory."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    path = tmp / f"dkim-{kind}.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path

@@ -95,6 +95,7 @@ from _common import (
     add_profile_flags,
     commit,
     contact_email,
+    dkim_key,
     doc_parser,
     fail,
     finish,
@@ -113,28 +114,6 @@ from gateway.config import Settings
 
 FAULT_RETRY_SCHEDULE = "0.05,0.1,0.2"
 DKIM_DOMAIN, DKIM_SELECTOR = "first.vn", "bench"
-
-
-def dkim_key(tmp: Path, kind: str) -> Path:
-    """A fresh DKIM private key (PEM) in the temporary directory."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
-    key = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if kind == "rsa"
-        else ed25519.Ed25519PrivateKey.generate()
-    )
-    path = tmp / f"dkim-{kind}.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return path
 
 
 def dkim_cost_table(n: int) -> dict[str, float] | None:

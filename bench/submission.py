@@ -74,6 +74,7 @@ from _common import (
     contact_email,
     contact_name,
     disturbed,
+    dkim_key,
     doc_parser,
     fail,
     finish,
@@ -186,28 +187,6 @@ def certificate(tmp: Path) -> tuple[Path, Path]:
         )
     )
     return cert_file, key_file
-
-
-def dkim_key(tmp: Path, kind: str) -> Path:
-    """A fresh DKIM private key (RSA 2048 or Ed25519, PEM) in the temporary directory."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
-    key = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if kind == "rsa"
-        else ed25519.Ed25519PrivateKey.generate()
-    )
-    path = tmp / f"dkim-{kind}.pem"
-    path.touch(mode=0o600)
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
 
 
 def free_port() -> int:
