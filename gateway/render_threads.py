@@ -39,13 +39,16 @@ async def render_many(
     if not items:
         return []
     given_up = threading.Event()
+    # Nothing runs past the moment the caller stops waiting: a job that only got a thread
+    # then (behind others) must not hold it for a whole `timeout` of its own.
+    last = time.monotonic() + timeout * len(items)
 
     def job() -> list[Rendered]:
         done = []
         for draft, contact, attributes in items:
             if given_up.is_set():
                 break
-            deadline = time.monotonic() + timeout
+            deadline = min(time.monotonic() + timeout, last)
             done.append(
                 renderer.render(
                     draft, contact, attributes, message_id=message_id, deadline=deadline
