@@ -23,7 +23,6 @@ import pytest
 from smtp_server import Received, RecordingSMTPServer
 
 from gateway import Gateway, SendRequest
-from gateway.store import schema as t
 
 FAST_RETRIES = {"GATEWAY_RETRY_SCHEDULE": "0.05,0.1,0.2", "GATEWAY_RETRY_MAX_AGE": "1h"}
 
@@ -56,13 +55,11 @@ async def pending(gw: Gateway) -> int:
 
 
 async def last_log(gw: Gateway, message_id: str) -> dict:
-    rows = await gw.store.db.fetch_all(
-        t.message_log.select()
-        .where(t.message_log.c.message_id == message_id)
-        .order_by(t.message_log.c.id)
-    )
-    assert rows, f"no message_log entry for {message_id}"
-    return dict(rows[-1]._mapping)
+    """The last event of a message's story: its log entries and its sending (the outbox
+    row's sent_at)."""
+    story = await gw.store.message_story(message_id)
+    assert story, f"no message_log entry for {message_id}"
+    return story[-1]
 
 
 async def suppressed(gw: Gateway) -> dict[str, set[str]]:

@@ -92,6 +92,9 @@ def column_of(column: sa.Column[Any]) -> sa.Column[Any]:
 # before it had them.
 V5_TABLES = {"staff", "staff_sessions", "daily_counts", "outbox_bodies"}
 V5_COLUMNS = {"api_keys": {"scope"}, "message_log": {"source"}}
+# What version 6 added: a message's sending on its outbox row, the log's index by address.
+V6_COLUMNS = {"outbox": {"sent_at"}}
+V6_INDEXES = {"ix_message_log_email"}
 
 
 def tables_of(version: int) -> sa.MetaData:
@@ -100,7 +103,11 @@ def tables_of(version: int) -> sa.MetaData:
     for table in t.metadata.sorted_tables:
         if table.name in LATER_TABLES[version] | V5_TABLES:
             continue
-        skip = LATER_COLUMNS[version].get(table.name, set()) | V5_COLUMNS.get(table.name, set())
+        skip = (
+            LATER_COLUMNS[version].get(table.name, set())
+            | V5_COLUMNS.get(table.name, set())
+            | V6_COLUMNS.get(table.name, set())
+        )
         uniques = [
             sa.UniqueConstraint(*[c.name for c in u.columns])
             for u in table.constraints
@@ -113,7 +120,7 @@ def tables_of(version: int) -> sa.MetaData:
             *uniques,
         )
         for index in table.indexes:
-            if index.name not in LATER_INDEXES[version]:
+            if index.name not in LATER_INDEXES[version] | V6_INDEXES:
                 sa.Index(index.name, *[copy.c[c.name] for c in index.columns])
     return old
 
@@ -259,9 +266,27 @@ async def test_pd3_a_database_the_old_migrator_left_at_an_older_version_reaches_
         assert sent.status == "queued"
 
 
+async def _back_to_version_5(db: Any) -> None:
+    """What a version-5 database lacks of version 6: sendings on the outbox row (they were
+    `sent` entries of the log), and the log's index by address."""
+    await db.execute(
+        "INSERT INTO message_log (message_id, contact_id, email, category, topic_id, status,"
+        " created_at, campaign_id) SELECT message_id, contact_id, email, category, topic_id,"
+        " 'sent', sent_at, campaign_id FROM outbox WHERE sent_at IS NOT NULL"
+    )
+    await db.execute("ALTER TABLE outbox DROP COLUMN sent_at")
+    await db.execute("DROP INDEX ix_message_log_email")
+    await db.execute(
+        "CREATE INDEX ix_message_log_recent ON message_log (email, status, created_at)"
+    )
+    await db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    await db.execute("UPDATE alembic_version SET version_num = '0005'")
+
+
 async def _back_to_version_4(db: Any) -> None:
     """What a version-4 database lacks of version 5: scoped keys, the message's source,
     staff and their sessions, the per-day counts."""
+    await _back_to_version_5(db)
     for table in ("staff_sessions", "staff", "daily_counts", "outbox_bodies"):
         await db.execute(f"DROP TABLE {table}")
     await db.execute("ALTER TABLE api_keys DROP COLUMN scope")
@@ -298,3 +323,35 @@ async def test_opening_a_database_at_head_writes_not_one_byte(env, tmp_path):
     async with Gateway.from_env(env) as gw:
         assert gw.migrated == (HEAD, HEAD)
     assert {path: path.read_bytes() for path in files} == before
+
+
+@pytest.mark.empty_database
+async def test_ad3_bn5_a_version_5_database_keeps_each_sent_message_as_its_rows_sending(env):
+    """Version 6 moves a sent message's `sent` log entry onto its outbox row: its story, the
+    frequency cap's count (AD-3) and the bounce check's "mailed lately" (BN-5) read the same
+    after the upgrade as before it, and the entries are gone."""
+    url = env["GATEWAY_DATABASE_URL"]
+    async with Gateway.from_env(env) as gw:
+        await gw.add_topic("news", "News")
+        await gw.add_contact("an@example.vn", subscribe=["news"], source="test")
+        sent = await gw.send("an@example.vn", "Tin", text="x", category="marketing", topic="news")
+        assert (await gw.deliver(until_idle=True)).sent == 1
+        story = await gw.store.message_story(sent.message_id)
+        assert [e["status"] for e in story] == ["accepted", "sent"]
+        await _back_to_version_5(gw.store.db)
+        logged = await gw.store.db.fetch_val(
+            "SELECT COUNT(*) FROM message_log WHERE status = 'sent'"
+        )
+        assert logged == 1
+    async with Gateway.from_env(env) as gw:
+        assert gw.migrated == (5, HEAD)
+        assert await gw.store.message_story(sent.message_id) == story
+        logged = await gw.store.db.fetch_val(
+            "SELECT COUNT(*) FROM message_log WHERE status = 'sent'"
+        )
+        assert logged == 0
+        recent = await gw.store.recent_marketing(["an@example.vn"], 0)
+        assert recent == {"an@example.vn": [story[1]["at"]]}
+        assert await gw.store.mailed_since(["an@example.vn"], 0) == {"an@example.vn"}
+    assert await inspect(url, differences) == []
+    assert await inspect(url, revision) == f"{HEAD:04d}"

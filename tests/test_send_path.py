@@ -79,7 +79,7 @@ async def test_delivered_marketing_message_meets_lu1_lu4_mf1_ad1_ad2(
     for name in ("From", "To", "Subject", "Date", "Message-ID"):
         assert len(msg.get_all(name, [])) == 1, name
     assert msg["Message-ID"] == result.message_id
-    assert re.fullmatch(r"<[0-9a-f]{32}@first\.vn>", msg["Message-ID"])
+    assert re.fullmatch(r"<[a-z2-7]{24}@first\.vn>", msg["Message-ID"])
     assert msg["From"].addresses[0].addr_spec == "news@first.vn"
     assert msg["From"].addresses[0].display_name == "Cửa hàng An"
     assert msg.get_content_type() == "multipart/alternative"
@@ -361,8 +361,13 @@ async def test_sent_messages_keep_a_log_but_not_their_body(gw: Gateway):
     )
     assert row["state"] == "sent" and row["raw"] is None
     assert await gw.store.db.fetch_all(t.outbox_bodies.select()) == []
+    # The log holds its acceptance; its sending is the row's sent_at (no second entry).
     statuses = [r["status"] for r in await gw.store.db.fetch_all(t.message_log.select())]
-    assert statuses == ["accepted", "sent"]
+    assert statuses == ["accepted"]
+    assert row["sent_at"] is not None and row["sent_at"] == row["updated_at"]
+    story = await gw.store.message_story(result.message_id)
+    assert [e["status"] for e in story] == ["accepted", "sent"]
+    assert story[1]["at"] == row["sent_at"]
 
 
 async def test_maildir_transport_is_the_default_and_writes_real_messages(

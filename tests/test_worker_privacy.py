@@ -124,8 +124,8 @@ async def test_pd3_an_unconfirmed_sign_up_leaves_no_trace_of_the_address_once_de
     needles = await confirmation_sent(gw, web, smtp)
     [mail] = [m for m in smtp.messages if m.rcpt_tos == [STRANGER]]
     await assert_nowhere(gw, env, *needles)
-    log = await rows(gw, t.message_log, message_id=receipt.message_id, status="sent")
-    assert [r["email"] for r in log] == ["guest@example.vn"]
+    [kept] = await rows(gw, t.outbox, message_id=receipt.message_id)
+    assert (kept["email"], kept["state"]) == ("guest@example.vn", "sent") and kept["sent_at"]
     mailed = await gw.store.mailed_since(["guest@example.vn", STRANGER], time.time() - 60)
     assert mailed == {"guest@example.vn"}
     # what happened is still on record, tied to the keyed hash of the address alone
@@ -133,7 +133,10 @@ async def test_pd3_an_unconfirmed_sign_up_leaves_no_trace_of_the_address_once_de
     assert (row["state"], row["email"], row["contact_id"], row["raw"]) == ("sent", None, None, None)
     assert json.loads(row["context"]) == {"address_hash": gw.signer.address_hash(STRANGER)}
     log = await rows(gw, t.message_log, message_id=row["message_id"])
-    assert [(r["status"], r["email"]) for r in log] == [("accepted", None), ("sent", None)]
+    assert [(r["status"], r["email"]) for r in log] == [("accepted", None)]
+    assert row["sent_at"] is not None  # its sending, on the row
+    story = await gw.store.message_story(row["message_id"])
+    assert [e["status"] for e in story] == ["accepted", "sent"]
     # the mailbox still confirms: the request travels in the link, not in the database
     path = first_link(parse(mail.data), "/confirm/subscribe/")
     assert (await web.post(path, content=b"", headers=FORM)).status_code == 200
@@ -316,6 +319,7 @@ async def test_pd3_an_erasure_running_while_the_outcome_is_recorded_leaves_no_ad
                     erase.cancel()
                 await blocker.close()
             assert stats.sent == 1
-            log = await rows(gw, t.message_log, message_id=receipt.message_id, status="sent")
-            assert [(r["email"], r["contact_id"]) for r in log] == [(None, None)]
+            [row] = await rows(gw, t.outbox, message_id=receipt.message_id)
+            assert (row["email"], row["contact_id"], row["state"]) == (None, None, "sent")
+            assert row["sent_at"] is not None  # its sending is on record, without the address
             await assert_nowhere(gw, env, PERSON, PERSON.partition("@")[0], NAME)

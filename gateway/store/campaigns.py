@@ -142,13 +142,12 @@ class CampaignQueries(StoreBase):
         found: dict[str, list[float]] = {}
         for start in range(0, len(emails), 500):
             chunk = list(emails[start : start + 500])
-            for email, created_at in await self.rows(
-                "SELECT email, created_at FROM message_log WHERE email IN"
-                f" ({self.marks(len(chunk))}) AND status = 'sent' AND category = 'marketing'"
-                " AND created_at > ?",
+            for email, sent_at in await self.rows(
+                f"SELECT email, sent_at FROM outbox WHERE email IN ({self.marks(len(chunk))})"
+                " AND sent_at > ? AND category = 'marketing'",
                 (*chunk, since),
             ):
-                found.setdefault(email, []).append(created_at)
+                found.setdefault(email, []).append(sent_at)
             # Several workers (processes, machines): marketing mail another worker has
             # claimed for these addresses may go out while this batch does, and is recorded
             # only after. It counts as sent (at its claim), so two workers never exceed the

@@ -78,9 +78,9 @@ class ConsoleCampaignQueries(StoreBase):
         refusals = await self.rows(
             "SELECT COUNT(DISTINCT l.contact_id) FROM consent_ledger l"
             " WHERE l.action = 'opt_out' AND l.source <> 'complaint' AND l.created_at >= ?"
-            " AND (l.topic_id IS NULL OR l.topic_id = ?) AND EXISTS (SELECT 1 FROM message_log m"
-            "  WHERE m.contact_id = l.contact_id AND m.campaign_id = ? AND m.status = 'sent'"
-            "  AND m.created_at <= l.created_at)",
+            " AND (l.topic_id IS NULL OR l.topic_id = ?) AND EXISTS (SELECT 1 FROM outbox m"
+            "  WHERE m.contact_id = l.contact_id AND m.campaign_id = ?"
+            "  AND m.sent_at <= l.created_at)",
             (since, topic_id, campaign_id),
         )
         return {"complaints": int(complaints[0][0]), "unsubscribes": int(refusals[0][0])}

@@ -54,7 +54,8 @@ class ConsolePeopleQueries(StoreBase):
         self, contact_id: int, email: str, limit: int = 50
     ) -> list[dict[str, Any]]:
         """The person's latest `limit` messages, newest first, each with what happened to it
-        last (the message log keeps one row per event: accepted, then sent, bounced…)."""
+        last (the message log keeps one row per event: accepted, held, bounced…; the outbox
+        row when it was sent)."""
         found = await self.rows(
             "SELECT message_id, MIN(id), MAX(id) FROM message_log"
             " WHERE (contact_id = ? OR email = ?) AND message_id IS NOT NULL"
@@ -73,9 +74,21 @@ class ConsolePeopleQueries(StoreBase):
                 ids,
             )
         }
+        # A message's sending is its outbox row's sent_at, not a log entry: it is the last
+        # event unless a later one (a bounce report) came after it.
+        sent_at = dict(
+            await self.rows(
+                "SELECT message_id, sent_at FROM outbox WHERE sent_at IS NOT NULL AND"
+                f" message_id IN ({self.marks(len(found))})",
+                [row[0] for row in found],
+            )
+        )
         messages = []
         for message_id, first, last in found:
             head, tail = by_id[first], by_id[last]
+            when = sent_at.get(message_id)
+            if when is not None and when >= tail[1]:
+                tail = (None, when, None, None, None, "sent", None)
             messages.append(
                 {
                     "message_id": message_id,

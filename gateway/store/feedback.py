@@ -67,8 +67,8 @@ class FeedbackQueries(StoreBase):
         if not emails:
             return set()
         rows = await self.rows(
-            f"SELECT DISTINCT email FROM message_log WHERE email IN ({self.marks(len(emails))})"
-            " AND status = 'sent' AND created_at > ?",
+            f"SELECT DISTINCT email FROM outbox WHERE email IN ({self.marks(len(emails))})"
+            " AND sent_at > ?",
             (*emails, since),
         )
         return {r[0] for r in rows}

@@ -114,10 +114,14 @@ class ListingQueries(StoreBase):
         return _message(rows[0]) if rows else None
 
     async def message_story(self, message_id: str) -> list[dict[str, Any]]:
-        """Every log entry of one message, oldest first: accepted, held, sent, bounced…"""
+        """Every event of one message, oldest first: accepted, held, sent, bounced… (its log
+        entries, and its sending from the outbox row)."""
         rows = await self.rows(
-            "SELECT status, reason, created_at FROM message_log WHERE message_id = ? ORDER BY id",
-            (message_id,),
+            "SELECT status, reason, created_at FROM (SELECT id, status, reason, created_at"
+            " FROM message_log WHERE message_id = ? UNION ALL SELECT NULL, 'sent', NULL,"
+            " sent_at FROM outbox WHERE message_id = ? AND sent_at IS NOT NULL) AS events"
+            " ORDER BY created_at, id",
+            (message_id, message_id),
         )
         return [{"status": r[0], "reason": r[1], "at": r[2]} for r in rows]
 
@@ -130,8 +134,8 @@ class ListingQueries(StoreBase):
         found: dict[str, list[tuple[float, int | None, str | None]]] = {}
         marks = self.marks(len(emails))
         for email, at, outbox_id, message_id in await self.rows(
-            "SELECT email, created_at, NULL, NULL FROM message_log WHERE email IN"
-            f" ({marks}) AND status = 'sent' AND category = 'marketing' AND created_at > ?"
+            f"SELECT email, sent_at, NULL, NULL FROM outbox WHERE email IN ({marks})"
+            " AND sent_at > ? AND category = 'marketing'"
             " UNION ALL SELECT email, updated_at, CASE WHEN state = 'queued' THEN id END,"
             f" message_id FROM outbox WHERE email IN ({marks}) AND category = 'marketing'"
             " AND state IN ('queued', 'sending')",

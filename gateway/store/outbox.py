@@ -153,7 +153,9 @@ class OutboxQueries(StoreBase):
         now: float,
     ) -> None:
         """Record the outcome of a batch in one transaction (or in the caller's). Sent,
-        failed, bounced and suppressed messages drop their body: the log keeps what happened, not the content.
+        failed, bounced and suppressed messages drop their body: the record keeps what
+        happened, not the content. A sent message's record is its row (`sent_at`); the other
+        outcomes are also written to the log (`logs`).
         The rows in `forget` (outbox id: the address's keyed hash; final rows recorded
         without their address, see `withhold.withheld`) also drop the address and what
         can spell it (a template's context holds a link that carries it), and so do the log
@@ -188,9 +190,11 @@ class OutboxQueries(StoreBase):
                 chunk = sent[start : start + 500]
                 await self.run(
                     "UPDATE outbox SET state = 'sent', raw = NULL, lease_until = NULL,"
-                    f" updated_at = ? WHERE id IN ({self.marks(len(chunk))})",
-                    [now, *chunk],
+                    f" updated_at = ?, sent_at = ? WHERE id IN ({self.marks(len(chunk))})",
+                    [now, now, *chunk],
                 )
+            # Sent is the outbox row's `sent_at`, not a log entry: counted for the day here.
+            await self.tally((now, "sent") for _ in sent)
             await self.run_many(
                 "UPDATE outbox SET state = ?, raw = NULL, lease_until = NULL, last_error = ?,"
                 " updated_at = ? WHERE id = ?",

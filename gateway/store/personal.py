@@ -68,6 +68,26 @@ class PersonalData(StoreBase):
             )
             .order_by(t.message_log.c.id)
         )
+        # A message's sending is its outbox row's sent_at (no log entry): listed among them.
+        sendings = await self.db.fetch_all(
+            select(
+                t.outbox.c.sent_at.label("created_at"),
+                t.outbox.c.category,
+            ).where(
+                or_(t.outbox.c.contact_id == cid, t.outbox.c.email == email),
+                t.outbox.c.sent_at.is_not(None),
+            )
+        )
+        events = [dict(r._mapping) for r in messages] + [
+            {
+                "created_at": r["created_at"],
+                "subject": None,
+                "category": r["category"],
+                "status": "sent",
+            }
+            for r in sendings
+        ]
+        events.sort(key=lambda e: e["created_at"])  # stable: the log's order within a time
         suppressions = await self.db.fetch_all(
             select(
                 t.suppressions.c.created_at,
@@ -109,7 +129,7 @@ class PersonalData(StoreBase):
             "subscriptions": [dict(r._mapping) for r in subscriptions],
             "consent": consent,
             "suppressions": [dict(r._mapping) for r in suppressions],
-            "messages": [dict(r._mapping) for r in messages],
+            "messages": events,
             "bounces": [dict(r._mapping) for r in bounces],
         }
 

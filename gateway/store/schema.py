@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 
 # Bumped with every change to the tables; `gateway init` brings an older database up to it.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -168,6 +168,10 @@ outbox = Table(
     # the template's name and its context (JSON); the worker renders it at dispatch.
     Column("template", String(32)),
     Column("context", Text),
+    # When the receiving server took it (NULL: not yet, or never). This is the message's
+    # `sent` event: the message log keeps the events an outbox row cannot hold (accepted,
+    # held, refused, bounced…), and a sent message costs no second log row.
+    Column("sent_at", Float),
     Index("ix_outbox_due", "state", "next_attempt_at"),
     Index("ix_outbox_campaign", "campaign_id", "state"),
     # a person's messages (erasure, export, the frequency cap's in-flight count), and the
@@ -188,7 +192,8 @@ outbox_bodies = Table(
     Column("raw", LargeBinary, nullable=False),
 )
 
-# What happened to each message: accepted, suppressed, blocked, sent, failed (with reason).
+# What happened to each message: accepted, held, suppressed, blocked, failed, bounced (with
+# reason). That it was sent is `outbox.sent_at`, the one event every message has.
 message_log = Table(
     "message_log",
     metadata,
@@ -207,8 +212,8 @@ message_log = Table(
     Column("source", String(120)),
     Index("ix_message_log_message", "message_id"),
     Index("ix_message_log_contact", "contact_id"),
-    # the frequency cap (AD-3) counts recent marketing mail per address
-    Index("ix_message_log_recent", "email", "status", "created_at"),
+    # a person's messages by address (the operator's listing, the console, an export)
+    Index("ix_message_log_email", "email"),
     Index("ix_message_log_campaign", "campaign_id", "status"),
 )
 

@@ -75,12 +75,14 @@ def current() -> Tally | None:
     return None
 
 
-def backfill_sql(dialect: str) -> str:
+def backfill_sql(dialect: str, *, sendings_on_outbox: bool = True) -> str:
     """One statement that fills an empty daily_counts from what a database made before them
-    still holds (schema version 5 runs it once): the message log's statuses, complaints
-    and refusals from the suppression list, sender-side refusals from the bounce reports,
-    topic opt-outs from the subscriptions (their last change only). What was erased, or
-    changed since, cannot be counted any more."""
+    still holds (schema version 5 runs it once): the message log's statuses, the sendings
+    (`outbox.sent_at` from schema version 6; `sendings_on_outbox=False` for a database
+    before it, whose log holds them), complaints and refusals from the suppression list,
+    sender-side refusals from the bounce reports, topic opt-outs from the subscriptions
+    (their last change only). What was erased, or changed since, cannot be counted any
+    more."""
     if dialect == "sqlite":
         day = "strftime('%Y-%m-%d', {}, 'unixepoch')"
     else:
@@ -90,7 +92,13 @@ def backfill_sql(dialect: str) -> str:
         "INSERT INTO daily_counts (day, metric, n) SELECT day, metric, SUM(n) FROM ("
         f" SELECT {day.format('created_at')} AS day, status AS metric, COUNT(*) AS n"
         " FROM message_log GROUP BY 1, 2"
-        f" UNION ALL SELECT {day.format('created_at')},"
+        + (
+            f" UNION ALL SELECT {day.format('sent_at')}, 'sent', COUNT(*) FROM outbox"
+            " WHERE sent_at IS NOT NULL GROUP BY 1"
+            if sendings_on_outbox
+            else ""
+        )
+        + f" UNION ALL SELECT {day.format('created_at')},"
         " CASE WHEN reason = 'complaint' THEN 'complained' ELSE 'refused' END, COUNT(*)"
         " FROM suppressions WHERE reason = 'complaint'"
         f" OR (scope = 'marketing' AND reason IN ({refusals})) GROUP BY 1, 2"
