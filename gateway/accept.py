@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import addresses, mime, render_threads
 from .catalog import SUBJECTS, local_time, mail_language
@@ -19,6 +19,9 @@ from .render import DROPPED, RESERVED, Draft, Rendered, Renderer
 from .store import Store
 from .submitted import Submitted
 from .tokens import Signer
+
+if TYPE_CHECKING:
+    from .render_processes import RenderProcesses
 
 # Mail that asks an address to confirm a sign-up: rendered from its own context (the
 # address may belong to no contact yet), never from anything the form's author typed.
@@ -114,9 +117,12 @@ class Accepter:
         self,
         items: Sequence[tuple[Draft, Contact | None, Mapping[str, str] | None]],
         message_id: str | None = None,
+        processes: RenderProcesses | None = None,
     ) -> list[Rendered]:
         """Several messages in one trip to a render thread (a campaign's page), each with
-        GATEWAY_RENDER_TIMEOUT of its own."""
+        GATEWAY_RENDER_TIMEOUT of its own; with `processes`, in those child processes."""
+        if processes is not None:
+            return await processes.render_many(self.settings.render_timeout, items, message_id)
         return await render_threads.render_many(
             self.renderer, self.settings.render_timeout, items, message_id
         )
@@ -313,9 +319,12 @@ class Accepter:
         async with self.store.transaction():
             await self.store.enqueue(prepared.rows, prepared.logs)
 
-    async def prepare(self, requests: Sequence[SendRequest]) -> Prepared:
+    async def prepare(
+        self, requests: Sequence[SendRequest], processes: RenderProcesses | None = None
+    ) -> Prepared:
         """Everything up to the write: validate, decide, render, scan. Nothing is written,
-        so a caller can render outside its own short transaction and commit inside it."""
+        so a caller can render outside its own short transaction and commit inside it.
+        With `processes` (a campaign's pages) the renders run in those child processes."""
         drafts = [await self.draft(req) for req in requests]
         now = time.time()
         results: list[SendResult | None] = [None] * len(drafts)
@@ -359,7 +368,8 @@ class Accepter:
                     entries[i] = {**entry, "status": "suppressed", "reason": decision.reason}
                     continue
                 allowed.append((i, base_log, contact, standing.attributes))
-            renders = await self.render_many([(drafts[i], c, a) for i, _, c, a in allowed])
+            items = [(drafts[i], c, a) for i, _, c, a in allowed]
+            renders = await self.render_many(items, processes=processes)
             for (i, base_log, _, _), rendered in zip(allowed, renders, strict=True):
                 draft = drafts[i]
                 topic_id = draft.topic.id if draft.topic else None

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from . import addresses, content
 from .accept import Accepter, Prepared, SendRequest, SendResult
 from .config import Settings
-from .errors import InvalidInput, NotFound
+from .errors import GatewayError, InvalidInput, NotFound
 from .records import Contact
 from .render import Draft, Rendered, Renderer
+from .render_processes import RenderProcesses
 from .store import Store
 
 STATES = ("draft", "scheduled", "sending", "paused", "cancelled", "done")
@@ -49,6 +52,7 @@ class Campaigns:
         self.renderer = renderer
         self._slots: dict[int, float] = {}  # next free delivery time per throttled campaign
         self.wake = asyncio.Event()  # set when a page is enqueued: an idle worker claims it now
+        self.processes: RenderProcesses | None = None  # see `render_processes`
 
     # -- definition ------------------------------------------------------------------------
 
@@ -269,6 +273,31 @@ class Campaigns:
 
     # -- enqueuing -------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def render_processes(self, processes: int) -> AsyncIterator[None]:
+        """While inside, pages are rendered and scanned in `processes` child processes, so
+        the feeding uses every core; reading, deciding, writing and delivering stay in this
+        process. 1 renders in this process's threads, as outside."""
+        if processes < 1:
+            raise InvalidInput("render processes must be 1 or more (1 renders in this process)")
+        if processes == 1 or self.processes is not None:
+            yield
+            return
+        pool = RenderProcesses(self.renderer, processes)
+        try:
+            await pool.start()
+        except OSError as exc:
+            raise GatewayError(
+                f"could not start {processes} render processes ({exc}): free some memory or"
+                " processes, or render in this process with --processes 1"
+            ) from None
+        self.processes = pool
+        try:
+            yield
+        finally:
+            self.processes = None
+            await pool.close()
+
     async def tick(self, campaign_id: int) -> None:
         """Enqueue the next part of the audience, keeping at most WINDOW messages waiting,
         so a campaign of a million contacts never renders a million messages at once."""
@@ -332,7 +361,7 @@ class Campaigns:
         their name used in the subject, say) fails alone, its reason in the message log;
         it must not stall the page, and so the whole campaign, on every tick."""
         try:
-            return await self.accepter.prepare(requests)
+            return await self.accepter.prepare(requests, self.processes)
         except ValueError:  # InvalidInput and encoding errors: one of the page, not the page
             pass
         results: list[SendResult] = []
@@ -340,7 +369,7 @@ class Campaigns:
         logs: list[dict[str, Any]] = []
         for request, contact_id in zip(requests, contact_ids, strict=True):
             try:
-                one = await self.accepter.prepare([request])
+                one = await self.accepter.prepare([request], self.processes)
             except ValueError as exc:
                 reason = f"cannot be rendered for this recipient: {exc}"
                 results.append(SendResult("failed", reason))

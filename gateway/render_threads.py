@@ -62,9 +62,14 @@ async def render_many(
             loop.run_in_executor(_render_pool(), job), timeout * len(items)
         )
     except (TimeoutError, OutOfTime):
-        raise OutOfTime(
-            f"the message took longer than {timeout:g} s to render and check, so it was"
-            " not accepted: shorten its loops and its body (or raise GATEWAY_RENDER_TIMEOUT)"
-        ) from None
+        raise out_of_time(timeout) from None
     finally:
         given_up.set()
+
+
+def out_of_time(timeout: float) -> OutOfTime:
+    """The error of a render that passed its `timeout`, in a thread or a child process."""
+    return OutOfTime(
+        f"the message took longer than {timeout:g} s to render and check, so it was"
+        " not accepted: shorten its loops and its body (or raise GATEWAY_RENDER_TIMEOUT)"
+    )
