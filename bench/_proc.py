@@ -73,13 +73,14 @@ def tree_cpu(pid: int) -> float:
     return stat_cpu(pid, children=True) + sum(stat_cpu(kid) for kid in descendants(pid))
 
 
-def threads_cpu(pid: int) -> tuple[int, dict[int, float]]:
+def threads_cpu(pid: int, under_py_spy: bool = True) -> tuple[int, dict[int, float]]:
     """CPU seconds (user + system) of each thread of a process; the main thread's id is
     the process id. Under py-spy the measured program is the child of `pid` (py-spy's own
-    threads are left out)."""
+    threads are left out); with `under_py_spy` False, `pid` is the program and its children
+    (a process pool) are left out."""
     tick = os.sysconf("SC_CLK_TCK")
     found: dict[int, float] = {}
-    procs = descendants(pid) or [pid]
+    procs = (descendants(pid)[:1] if under_py_spy else []) or [pid]
     for p in procs:
         try:
             tids = os.listdir(f"/proc/{p}/task")
@@ -90,6 +91,19 @@ def threads_cpu(pid: int) -> tuple[int, dict[int, float]]:
             if fields is not None:
                 found[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
     return (procs[0] if procs[0] in found else 0), found
+
+
+def proc_pss(pid: int) -> int:
+    """Proportional set size (KiB) of one live process: its resident pages, each page it
+    shares with other processes (a forked pool) counted as its share. 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def own_peak_reset() -> int:

@@ -4,7 +4,8 @@ Run it with the project's virtualenv (the package must be installed):
 
     .venv/bin/python bench/campaign.py                 # N=20,000 subscribed contacts
     .venv/bin/python bench/campaign.py --n 100000
-    .venv/bin/python bench/campaign.py --n 1000000     # the memory target's size
+    .venv/bin/python bench/campaign.py --million       # 1,000,000 contacts, with its goals
+    .venv/bin/python bench/campaign.py --processes 2   # passed to `campaign send --processes`
     .venv/bin/python bench/campaign.py --json          # one JSON object with every figure
     .venv/bin/python bench/campaign.py --py-spy        # where the campaign process's time goes
     .venv/bin/python bench/campaign.py --database postgresql          # 1, 2, 4 workers on PG
@@ -62,7 +63,17 @@ gateway and N from the baseline, every recipient of each exactly one; `campaign 
 Figures: raw rate = N / raw time; campaign rate = N / subprocess lifetime; ratio = campaign
 rate / raw rate (target >= 0.6); peak memory of the campaign process (target < 150 MiB at
 1,000,000 contacts). `campaign send` may have no --concurrency flag: then the gateway uses
-its default of 4 connections, the baseline uses 4 as well, and the report says so.
+its default of 4 connections, the baseline uses 4 as well, and the report says so. Likewise
+--processes N is passed to `campaign send` only when its --help lists the flag.
+
+The 1,000,000-contact goals (--million is --n 1000000; every run prints them, marked with its
+own N): `gateway contacts import` + `gateway campaign send` under 10 minutes (the sum of the
+two processes' lifetimes; CSV writing, init and campaign create are left out and reported
+apart), the send's peak RSS under 150 MB (MB = 10^6 bytes; with a process pool, the larger
+of the main process's peak and the sampled peak of the sum of the proportional set sizes of
+it and its children, so pages a fork shares count once; the plain RSS sum is printed too),
+the import's peak RSS under 100 MB, and the database after the campaign under 1 GB (the
+SQLite file with its write-ahead log). Each is printed MET or MISSED.
 
 --py-spy runs py-spy (from the virtualenv) against the campaign process for its whole life
 and prints the functions with the most samples, inclusive and self. Its figures are then
@@ -88,6 +99,22 @@ ratio to raw, the rate between first and last delivery, each worker's exit time,
 and peak RSS (ru_maxrss, or the sampled VmHWM when ru_maxrss is this process's), CPU of the
 workers, of the PostgreSQL cluster (when the benchmark started it), of the sink and of every
 other process on the machine (in % of one core).
+
+On PostgreSQL, per round, what the database did (deltas of the round's database, read before
+and after): commits/s and commits, rollbacks, rows fetched, inserted, updated and deleted per
+delivered message (pg_stat_database); claims (the outbox's claim statement) per message, rows
+per claim and statements per message from pg_stat_statements (the throwaway cluster is
+restarted once at the start to load it; a server given by URL is used only when it already
+has the extension, else claims are derived from the workers' batch size and the report says
+so); CPU microseconds per message of the workers and of PostgreSQL. Then the commit ceiling:
+single-row UPDATE commits (synchronous_commit on) from 4 and 16 connections for 2 s each, on
+the cluster as the rounds used it (tests/pg.py: fsync off) and again after a restart with
+fsync and full_page_writes on. Last, a sizing section: from the round with the most workers
+(its CPU per message of workers and PostgreSQL, its commits and claims per message) and the
+fsync-on commit ceiling, the messages per second 8 and 32 cores would give, on one machine
+(workers and PostgreSQL share the cores) or with PostgreSQL on a machine of its own, and
+what limits each: CPU, PostgreSQL's CPU, or commits. A model, stated as such: it assumes
+the receiving mail servers are elsewhere and keep up, and that work scales with cores.
 """
 
 from __future__ import annotations
@@ -137,6 +164,7 @@ from _proc import (
     file_bytes,
     other_pct,
     own_peak_reset,
+    proc_pss,
     proc_status,
     run_measured,
     show,
@@ -187,9 +215,10 @@ class Cli:
         return m
 
 
-def campaign_send_has_concurrency(cli: Cli) -> bool:
+def campaign_send_flags(cli: Cli) -> set[str]:
+    """Which of the flags the benchmark may pass `gateway campaign send` lists in its help."""
     help_text = cli.run("campaign", "send", "--help").stdout
-    return "--concurrency" in help_text
+    return {flag for flag in ("--concurrency", "--processes") if flag in help_text}
 
 
 # --------------------------------------------------------------------------- setup
@@ -355,6 +384,10 @@ class Watch:
     longest_stall: tuple[float, float] = (0.0, 0.0)  # (seconds, started at +s)
     threads_cpu: dict[int, float] = field(default_factory=dict)  # tid -> CPU seconds
     main_tid: int = 0
+    tree_rss_peak: float = 0.0  # MiB: the largest sum of VmRSS over the process and its children
+    tree_pss_peak: float = 0.0  # MiB: the same with shared pages divided among their sharers
+    _next_pss: float = 0.0
+    profiled: bool = False  # under --py-spy `pid` is py-spy: its children are the gateway
     _next_sample: float = 0.0
 
     def final(self, end: float, total: int) -> None:
@@ -378,11 +411,19 @@ class Watch:
             self.last = now
             self.count = count
         self.db_peak = max(self.db_peak, file_bytes(self.db))
-        main, cpu = threads_cpu(pid)
+        main, cpu = threads_cpu(pid, under_py_spy=self.profiled)
         self.threads_cpu.update(cpu)  # threads vanish with the process: keep the last seen
         self.main_tid = main or self.main_tid
         # the process itself, or under --py-spy the gateway that py-spy started
-        rss = max(proc_status(p).get("VmRSS", 0) for p in (pid, *descendants(pid))) / 1024
+        kids = descendants(pid)
+        rss = max(proc_status(p).get("VmRSS", 0) for p in (pid, *kids)) / 1024
+        tree = (kids if self.profiled else [pid, *kids]) or [pid]
+        total = sum(proc_status(p).get("VmRSS", 0) for p in tree) / 1024
+        self.tree_rss_peak = max(self.tree_rss_peak, total)
+        if now >= self._next_pss:  # smaps_rollup walks the page tables: 5 times a second
+            self._next_pss = now + 0.2
+            pss = sum(proc_pss(p) for p in tree) / 1024
+            self.tree_pss_peak = max(self.tree_pss_peak, pss)
         for pct in (10, 50, 90):
             if f"{pct}%" not in self.rss_at and count >= self.n * pct / 100:
                 self.rss_at[f"{pct}%"] = round(rss, 1)
@@ -487,10 +528,13 @@ def campaign_phase(
     timeout: float,
     profile: Path | None,
     profile_rate: int,
+    processes: int | None = None,
 ) -> tuple[Measured, Watch, dict[str, Any], Any]:
     args = ["campaign", "send", str(campaign_id), "--json"]
     if concurrency is not None:
         args += ["--concurrency", str(concurrency)]
+    if processes is not None:
+        args += ["--processes", str(processes)]
     cmd = cli.cmd(*args)
     if profile is not None:
         # py-spy starts the process and samples it for its whole life; the process it
@@ -500,7 +544,7 @@ def campaign_phase(
             "--output", str(profile), "--", *cmd,
         ]  # fmt: skip
     s0 = sink.stats()
-    watch = Watch(sink, 0.0, db, gateway_count(s0["counts"]), n)
+    watch = Watch(sink, 0.0, db, gateway_count(s0["counts"]), n, profiled=profile is not None)
     busy0, own0 = cpu_busy(), time.process_time()
     watch.t0 = time.perf_counter()
     m = run_measured(cmd, cli.env, cli.cwd, timeout, tick=0.02, on_tick=watch)
@@ -536,6 +580,7 @@ class Target:
         self.pg: PgServer | None = None
         self.created: list[str] = []
         self.prefix = f"gwbench_{secrets.token_hex(3)}"
+        self.statements_ok = False  # pg_stat_statements readable (PostgreSQL)
         spec = spec or "sqlite"
         if spec == "sqlite":
             self.kind, self.path = "sqlite", tmp / "campaign.db"
@@ -546,6 +591,8 @@ class Target:
         elif is_postgres(spec):
             self.kind, self.path = "postgresql", None
             self.pg = PgServer(spec)
+            # before anything is measured: our own cluster restarts once to load it
+            self.statements_ok = self.pg.statement_counts()
         else:
             fail(
                 f"--database {spec!r}: give sqlite, sqlite:///PATH, postgresql "
@@ -615,15 +662,58 @@ class Target:
             return file_bytes(self._file(label))
         return int(self._sql("SELECT pg_database_size($1)", self._name(label))[0][0])
 
-    def xacts(self, label: str) -> int | None:
-        """Transactions committed and rolled back in one database so far (PostgreSQL)."""
+    def db_stats(self, label: str) -> dict[str, int] | None:
+        """pg_stat_database's counters of one database so far (PostgreSQL): transactions
+        committed and rolled back, rows returned, fetched, inserted, updated, deleted. Read
+        once no session is left in it (a backend hands its counts over when it exits), or
+        after 3 s."""
         if self.kind == "sqlite":
             return None
+        name = self._name(label)
+        for _ in range(30):
+            busy = self._sql("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name)
+            if not busy[0][0]:
+                break
+            time.sleep(0.1)
         rows = self._sql(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
-            self._name(label),
+            "SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted,"
+            " tup_updated, tup_deleted, pg_snapshot_xmax(pg_current_snapshot()) AS xids"
+            " FROM pg_stat_database WHERE datname = $1",
+            name,
         )
-        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+        if not rows:
+            return None
+        # xids: the next transaction id of the whole server; only a transaction that
+        # writes takes one, and only such a commit waits for its WAL to reach the disk
+        return {k: int(str(v or 0)) for k, v in dict(rows[0]).items()}
+
+    def statements(self, label: str) -> dict[str, tuple[int, int]] | None:
+        """Calls and rows of each statement run in one database so far (pg_stat_statements,
+        when readable)."""
+        if not self.statements_ok:
+            return None
+        found: dict[str, tuple[int, int]] = {}
+        for query, calls, rows in self._pg().statements(self._name(label)):
+            c, r = found.get(query, (0, 0))
+            found[query] = (c + calls, r + rows)
+        return found
+
+    def commit_ceilings(self, say: Callable[[str], None]) -> list[dict[str, Any]]:
+        """The server's commit rate: single-row UPDATE commits (synchronous_commit on) from
+        4 and from 16 connections, 2 s each, as the server runs; on the benchmark's own
+        cluster (fsync off) then again after a restart with fsync and full_page_writes on."""
+        pg = self._pg()
+        found = []
+        for restart in (False, True):
+            if restart:
+                if pg.cluster is None:
+                    break
+                say("commit ceiling: restarting the cluster with fsync on ...")
+                pg.restart("fsync=on", "synchronous_commit=on", "full_page_writes=on")
+            for conns in (4, 16):
+                say(f"commit ceiling: {conns} connections, 2 s ...")
+                found.append(pg.commit_ceiling(f"{self.prefix}_commits", conns, 2.0))
+        return found
 
     def campaign_state(self, label: str, campaign_id: int) -> str | None:
         if self.kind == "sqlite":
@@ -683,7 +773,7 @@ def workers_round(
     cmd += ["--json", "--concurrency", str(concurrency)]
     s0 = sink.stats()
     base = gateway_count(s0["counts"])
-    xacts0 = target.xacts(label)
+    stats0, statements0 = target.db_stats(label), target.statements(label)
     busy0, own0, db0 = cpu_busy(), time.process_time(), target.server_cpu()
     inherited = own_peak_reset()
     outputs = [
@@ -752,8 +842,8 @@ def workers_round(
         first = first or t0 + wall
         last = t0 + wall
     seconds = (last - t0 if last else wall) if daemon else wall
-    xacts1 = target.xacts(label)
     db1 = target.server_cpu()
+    stats1, statements1 = target.db_stats(label), target.statements(label)
     sink_cpu = s1["cpu"] - s0["cpu"]
     db_cpu = (db1 - db0) if db0 is not None and db1 is not None else None
     ours = sum(cpu) + sink_cpu + (time.process_time() - own0) + (db_cpu or 0.0)
@@ -782,7 +872,10 @@ def workers_round(
             }
         )
     rate = received / seconds if seconds else 0.0
-    xacts = xacts1 - xacts0 if xacts0 is not None and xacts1 is not None else None
+    db = database_figures(
+        stats0, stats1, statements0, statements1, n, wall, per_worker, concurrency
+    )
+    xacts = db["xacts"] if db else None
     return {
         "workers": workers,
         "mode": mode,
@@ -791,7 +884,8 @@ def workers_round(
         "wall_seconds": round(wall, 3),
         "stopped_at_s": round(stopped - t0, 2) if stopped else None,
         "db_transactions": xacts,
-        "db_transactions_per_msg": round(xacts / n, 2) if xacts is not None else None,
+        "db_transactions_per_msg": round(xacts / n, 3) if xacts is not None else None,
+        "db": db,
         "rate": round(n / seconds, 1),
         "received_rate": round(rate, 1),
         "first_delivery_s": round(first - t0, 2) if first else None,
@@ -811,6 +905,84 @@ def workers_round(
         "cpu_db_us_per_msg": round(1e6 * db_cpu / n, 1) if db_cpu is not None else None,
         "cpu_other_pct": other_pct(cpu_busy() - busy0, ours, wall),
     }
+
+
+CLAIM_SQL = "WITH expired AS"  # how the outbox's claim statement starts on PostgreSQL
+
+
+def database_figures(
+    stats0: dict[str, int] | None,
+    stats1: dict[str, int] | None,
+    statements0: dict[str, tuple[int, int]] | None,
+    statements1: dict[str, tuple[int, int]] | None,
+    n: int,
+    wall: float,
+    per_worker: list[dict[str, Any]],
+    concurrency: int,
+) -> dict[str, Any] | None:
+    """What one round asked of PostgreSQL, per delivered message: transactions (commits,
+    rollbacks) and rows (pg_stat_database deltas of the round's database); claims and
+    statements from pg_stat_statements when readable, else claims derived from the batch
+    size the workers use."""
+    if stats0 is None or stats1 is None:
+        return None
+    d = {k: stats1[k] - stats0.get(k, 0) for k in stats1}
+    xacts = d["xact_commit"] + d["xact_rollback"]
+    writes = d.pop("xids")
+    figures: dict[str, Any] = {
+        "xacts": xacts,
+        "write_commits": writes,
+        "write_commits_per_msg": round(writes / n, 4),
+        "write_commits_per_s": round(writes / wall, 1) if wall else None,
+        "commits": d["xact_commit"],
+        "rollbacks": d["xact_rollback"],
+        "commits_per_s": round(d["xact_commit"] / wall, 1) if wall else None,
+        "commits_per_msg": round(d["xact_commit"] / n, 4),
+        "xacts_per_msg": round(xacts / n, 4),
+        **{f"{k}_per_msg": round(v / n, 2) for k, v in d.items() if k.startswith("tup_")},
+    }
+    if statements0 is not None and statements1 is not None:
+        delta = {
+            q: (c - statements0.get(q, (0, 0))[0], r - statements0.get(q, (0, 0))[1])
+            for q, (c, r) in statements1.items()
+        }
+        delta = {q: v for q, v in delta.items() if v[0] > 0}
+        claims = sum(c for q, (c, _) in delta.items() if q.lstrip().startswith(CLAIM_SQL))
+        claimed = sum(r for q, (_, r) in delta.items() if q.lstrip().startswith(CLAIM_SQL))
+        calls = sum(c for c, _ in delta.values())
+        top = sorted(delta.items(), key=lambda x: -x[1][0])[:8]
+        figures.update(
+            {
+                "claims_source": "pg_stat_statements",
+                "claims": claims,
+                "claimed_rows": claimed,
+                "claims_per_msg": round(claims / n, 4),
+                "rows_per_claim": round(claimed / claims, 1) if claims else None,
+                "claims_per_s": round(claims / wall, 1) if wall else None,
+                "statements": calls,
+                "statements_per_msg": round(calls / n, 3),
+                "top_statements": [
+                    {"query": " ".join(q.split())[:120], "calls": c, "rows": r} for q, (c, r) in top
+                ],
+            }
+        )
+    else:
+        claimed = sum((w["stats"] or {}).get("claimed", 0) for w in per_worker)
+        batch = max(100, 50 * concurrency)  # gateway.worker.Worker's default batch size
+        figures.update(
+            {
+                "claims_source": f"derived: claimed rows / batch size {batch}, at least",
+                "claims": None,
+                "claimed_rows": claimed,
+                "claims_per_msg": round(1 / batch, 4),
+                "rows_per_claim": None,
+                "claims_per_s": None,
+                "statements": None,
+                "statements_per_msg": None,
+                "top_statements": [],
+            }
+        )
+    return figures
 
 
 def run_workers(
@@ -867,6 +1039,7 @@ def run_workers(
                 f"  {r['rate']:.0f} msg/s in {r['seconds']:.2f} s,"
                 f" {'OK' if not r['failures'] else 'FAILED: ' + '; '.join(r['failures'])}"
             )
+        ceilings = target.commit_ceilings(say) if target.kind == "postgresql" else []
     finally:
         target.close()
 
@@ -901,11 +1074,101 @@ def run_workers(
         "setup": setup_figures,
         "raw": raw_figures(raw, raw_size, raw_other, raw_recipients, n, connections=c),
         "rounds": rounds,
+        "commit_ceiling": ceilings,
+        "claims_counted": target.statements_ok,
+        "sizing": sizing(rounds, ceilings) if target.kind == "postgresql" else None,
         "notes": notes,
         "ok": not failures,
         "failures": failures,
     }
+    if target.kind == "postgresql" and target.pg is not None and target.pg.cluster is not None:
+        notes.append(
+            "the rounds ran on the benchmark's own cluster, started as the test suite starts"
+            " it: fsync, synchronous_commit and full_page_writes off, so a commit costs no"
+            " disk flush there; the commit ceiling is measured both ways (the second after a"
+            " restart with them on) and the sizing uses the one with fsync on"
+        )
     return result, []
+
+
+SIZING_CORES = (8, 32)
+
+
+def sizing(rounds: list[dict[str, Any]], ceilings: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What 8 and 32 cores would deliver, from the CPU each message cost the workers and
+    PostgreSQL and the commits it took in the round with the most workers, and where
+    PostgreSQL becomes the limit: its CPU, or its commit rate with fsync on."""
+    done = [r for r in rounds if r.get("db") and not r["failures"]]
+    if not done:
+        return None
+    ref = max(done, key=lambda r: r["workers"])
+    w = ref["cpu_workers_us_per_msg"]
+    d = ref["cpu_db_us_per_msg"]
+    cpm = ref["db"]["write_commits_per_msg"]
+    claims = ref["db"]["claims_per_msg"]
+    durable = [c for c in ceilings if c.get("fsync") == "on"] or ceilings
+    ceiling = max(durable, key=lambda c: c["commits_per_s"]) if durable else None
+    commit_limit = ceiling["commits_per_s"] / cpm if ceiling and cpm else None
+    best = max(done, key=lambda r: r["rate"])
+    cheapest = min(done, key=lambda r: r["cpu_workers_us_per_msg"] + (r["cpu_db_us_per_msg"] or 0))
+    ref_cost = w + (d or 0.0)
+    low_cost = cheapest["cpu_workers_us_per_msg"] + (cheapest["cpu_db_us_per_msg"] or 0.0)
+    rows: list[dict[str, Any]] = []
+    for cores in SIZING_CORES:
+        for layout in ("one machine", "separate database"):
+            if layout == "one machine":
+                cpu_rate = cores * 1e6 / (w + (d or 0.0))
+                db_cpu_rate = None
+            else:
+                cpu_rate = cores * 1e6 / w
+                db_cpu_rate = cores * 1e6 / d if d else None
+            limits = {"workers' CPU" if layout != "one machine" else "CPU": cpu_rate}
+            if db_cpu_rate is not None:
+                limits["PostgreSQL's CPU"] = db_cpu_rate
+            if commit_limit is not None:
+                limits["commits"] = commit_limit
+            limit = min(limits, key=lambda k: limits[k])
+            rate = limits[limit]
+            rows.append(
+                {
+                    "cores": cores,
+                    "layout": layout,
+                    "rate": round(rate),
+                    "limit": limit,
+                    "worker_processes": max(1, round(rate * w / 1e6)),
+                    "db_cores": round(rate * d / 1e6, 1) if d else None,
+                    "write_commits_per_s": round(rate * cpm),
+                    "claims_per_s": round(rate * claims),
+                }
+            )
+    return {
+        "from_round_workers": ref["workers"],
+        "workers_us_per_msg": w,
+        "db_us_per_msg": d,
+        "write_commits_per_msg": cpm,
+        "commits_per_msg": ref["db"]["commits_per_msg"],
+        "claims_per_msg": claims,
+        "claims_source": ref["db"]["claims_source"],
+        "cheapest_round": {
+            "workers": cheapest["workers"],
+            "workers_us_per_msg": cheapest["cpu_workers_us_per_msg"],
+            "db_us_per_msg": cheapest["cpu_db_us_per_msg"],
+            "cpu_rates_higher_by_pct": round(100 * (ref_cost / low_cost - 1)) if low_cost else None,
+        },
+        "measured_best": {
+            "workers": best["workers"],
+            "rate": best["rate"],
+            "busy_pct": round(
+                sum(best[k] or 0.0 for k in ("cpu_workers_pct", "cpu_db_pct", "cpu_sink_pct"))
+                + best["cpu_other_pct"]
+            )
+            / max(os.cpu_count() or 1, 1),
+        },
+        "commit_ceiling": ceiling,
+        "msg_per_s_at_commit_ceiling": round(commit_limit) if commit_limit else None,
+        "msg_per_s_per_db_core": round(1e6 / d) if d else None,
+        "rows": rows,
+    }
 
 
 def round_failures(r: dict[str, Any], n: int) -> list[str]:
@@ -997,8 +1260,127 @@ def human_workers(r: dict[str, Any]) -> str:
         "  check: the sink got exactly N messages from the gateway, every recipient exactly"
         " once; the workers' sent counts add up to N; `campaign status` done, sent N",
     ]
+    if any(g.get("db") for g in r["rounds"]):
+        lines += database_lines(r)
+    if r.get("sizing"):
+        lines += sizing_lines(r["sizing"], r["cores"])
     lines += outcome(r)
     return "\n".join(lines)
+
+
+def database_lines(r: dict[str, Any]) -> list[str]:
+    """Per round, what the database did for each delivered message; then its commit rate."""
+    lines = [
+        "",
+        "  PostgreSQL per round (the round's database; per delivered message unless said):",
+        f"  {'workers':>7} {'commits/s':>9} {'commits':>8} {'writes/s':>8} {'writes':>7}"
+        f" {'rollbk':>6} {'claims/s':>8}"
+        f" {'claims':>7} {'rows/claim':>10} {'stmts':>6} {'fetched':>7} {'inserted':>8}"
+        f" {'updated':>7} {'deleted':>7} {'wrk us':>6} {'db us':>6}",
+    ]
+    for g in r["rounds"]:
+        db = g.get("db")
+        if not db:
+            continue
+
+        def f(v: Any, spec: str) -> str:
+            return "-" if v is None else format(v, spec)
+
+        lines.append(
+            f"  {g['workers']:>7} {f(db['commits_per_s'], '9.0f')} {db['commits_per_msg']:8.4f}"
+            f" {f(db['write_commits_per_s'], '8.0f')} {db['write_commits_per_msg']:7.4f}"
+            f" {db['rollbacks']:6d} {f(db['claims_per_s'], '8.1f')} {db['claims_per_msg']:7.4f}"
+            f" {f(db['rows_per_claim'], '10.1f')} {f(db['statements_per_msg'], '6.2f')}"
+            f" {db['tup_fetched_per_msg']:7.2f} {db['tup_inserted_per_msg']:8.2f}"
+            f" {db['tup_updated_per_msg']:7.2f} {db['tup_deleted_per_msg']:7.2f}"
+            f" {g['cpu_workers_us_per_msg']:6.0f} {f(g['cpu_db_us_per_msg'], '6.0f')}"
+        )
+    source = next((g["db"]["claims_source"] for g in r["rounds"] if g.get("db")), "")
+    lines.append(
+        "  commits/s over the round's wall time; commits, claims, stmts (statements),"
+        " fetched/inserted/updated/deleted (rows) per message; commits count every"
+        " transaction, a connection pool's reset when a connection goes back to it included;"
+        " writes: the commits that wrote (took a transaction id), the only ones that wait"
+        " for the disk with synchronous_commit on; rollbk: transactions rolled"
+        f" back in the round; claims counted by {source}; wrk us, db us: CPU microseconds"
+        " per message of all workers, of the PostgreSQL cluster"
+    )
+    for c in r.get("commit_ceiling") or []:
+        lines.append(
+            f"  commit ceiling    {c['commits_per_s']:7d} commits/s from {c['connections']:2d}"
+            f" connections (single-row UPDATE, each its own commit, synchronous_commit on),"
+            f" fsync {c['fsync']}, full_page_writes {c['full_page_writes']};"
+            f" PostgreSQL CPU {f(c['db_cpu_us_per_commit'], '.0f')} us per commit,"
+            f" this client {c['client_cpu_pct']}% of a core"
+        )
+    return lines
+
+
+def sizing_lines(z: dict[str, Any], cores: int | None) -> list[str]:
+    """The sizing section: plain words, then the table."""
+    d = z["db_us_per_msg"]
+    c = z["commit_ceiling"]
+    lines = [
+        "",
+        "  sizing (a model from the figures above, not a measurement on 8 or 32 cores):",
+        f"    In the {z['from_round_workers']}-worker round a message cost the workers"
+        f" {z['workers_us_per_msg']:.0f} us of CPU"
+        + (
+            f" and PostgreSQL {d:.0f} us"
+            if d is not None
+            else " (PostgreSQL's CPU unknown: not our server)"
+        )
+        + f", and took {z['write_commits_per_msg']:.4f} commits that wrote"
+        f" ({z['commits_per_msg']:.4f} in all) and {z['claims_per_msg']:.4f} claims"
+        f" ({z['claims_source']}).",
+        f"    Measured here ({cores} cores shared with the SMTP sink and this benchmark):"
+        f" {z['measured_best']['rate']:.0f} msg/s at best, with {z['measured_best']['workers']}"
+        f" worker(s), when all processes together kept {z['measured_best']['busy_pct']:.0f}%"
+        f" of the {cores} cores busy (workers, PostgreSQL, the sink, other processes): what"
+        " more workers can add here is the idle rest.",
+        "    One machine: workers and PostgreSQL share its cores, so each message costs the"
+        " sum of both; separate database: the workers have all the cores of their machine"
+        " and PostgreSQL as many on its own. Either way the receiving mail servers are"
+        " elsewhere and take what they get (no remote throttling), and nothing but CPU and"
+        " commits limits (no lock waits: FOR UPDATE SKIP LOCKED lets workers pass each other).",
+    ]
+    low = z["cheapest_round"]
+    if low["workers"] != z["from_round_workers"] and low["cpu_rates_higher_by_pct"]:
+        lines.append(
+            f"    The {low['workers']}-worker round cost less per message (workers"
+            f" {low['workers_us_per_msg']:.0f} us, PostgreSQL {low['db_us_per_msg'] or 0:.0f} us):"
+            " more processes than cores here add switching and idle polling. With its figures"
+            f" the CPU-limited rates below would be {low['cpu_rates_higher_by_pct']}% higher; the"
+            " table keeps the costlier round's, as a deployment runs many workers."
+        )
+    if d:
+        lines.append(
+            f"    PostgreSQL's CPU becomes the limit at about {z['msg_per_s_per_db_core']:,}"
+            " msg/s per core it has to itself."
+        )
+    if c:
+        lines.append(
+            f"    Commits: {c['commits_per_s']:,} commits/s measured ({c['connections']}"
+            f" connections, fsync {c['fsync']}) at {z['write_commits_per_msg']:.4f} commits"
+            f" that wrote per message is a ceiling of about {z['msg_per_s_at_commit_ceiling']:,}"
+            " msg/s"
+            " (more connections commit more per flush: a lower bound for many workers)."
+        )
+    lines += [
+        f"    {'cores':>5}  {'layout':<18} {'msg/s':>8}  {'limited by':<17} {'worker cores':>12}"
+        f" {'db cores':>8} {'writes/s':>9} {'claims/s':>8}",
+    ]
+    for row in z["rows"]:
+        lines.append(
+            f"    {row['cores']:>5}  {row['layout']:<18} {row['rate']:8,}  {row['limit']:<17}"
+            f" {row['worker_processes']:>12} {row['db_cores'] if row['db_cores'] is not None else '-':>8}"
+            f" {row['write_commits_per_s']:>9,} {row['claims_per_s']:>8,}"
+        )
+    lines.append(
+        "    worker cores: busy cores of `gateway worker` processes at that rate (a worker"
+        " uses about one); db cores: PostgreSQL's busy cores; writes/s: commits that wrote"
+    )
+    return lines
 
 
 # --------------------------------------------------------------------------- main
@@ -1006,7 +1388,21 @@ def human_workers(r: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = doc_parser("campaign.py", __doc__)
-    parser.add_argument("--n", type=int, default=20_000, help="subscribed contacts (default 20000)")
+    parser.add_argument("--n", type=int, help="subscribed contacts (default 20000)")
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help="the 1,000,000-contact run: --n 1000000, imported with `gateway contacts import`,"
+        " and its goals (import + send under 10 minutes, send peak RSS under 150 MB,"
+        " database under 1 GB) printed MET or MISSED",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="passed to `campaign send --processes N` when it has the flag (render processes);"
+        " not with --workers",
+    )
     parser.add_argument(
         "--concurrency",
         "-c",
@@ -1077,6 +1473,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--keep", action="store_true", help="keep the temporary directory (database, CSV)"
     )
     args = parser.parse_args(argv)
+    if args.million and args.n not in (None, MEMORY_TARGET_N):
+        parser.error(f"--million is --n {MEMORY_TARGET_N}: not with --n {args.n}")
+    if args.million and args.setup != "import":
+        parser.error("--million imports its contacts: not with --setup sqlite")
+    args.n = MEMORY_TARGET_N if args.million else (args.n or 20_000)
+    if args.processes is not None and args.processes < 1:
+        parser.error("--processes must be at least 1")
     if args.n < 1 or (args.concurrency is not None and args.concurrency < 1) or args.raw_pool < 1:
         parser.error("--n, --concurrency and --raw-pool must be at least 1")
     if args.py_spy and not PY_SPY.exists():
@@ -1086,6 +1489,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.workers = [1, 2, 4]
     if on_pg and args.setup == "sqlite":
         parser.error("--setup sqlite needs a SQLite database")
+    if args.workers is not None and args.processes is not None:
+        parser.error("--processes is passed to `campaign send`: not with --workers")
+    if args.million and args.workers is not None:
+        parser.error("--million is the SQLite run of one `campaign send`: not with --workers")
     if args.workers is not None and args.py_spy:
         parser.error("--py-spy profiles the one `campaign send` process: not with --workers")
     return args
@@ -1105,7 +1512,8 @@ def run(
     notes: list[str] = []
     load = [round(x, 2) for x in os.getloadavg()]
 
-    has_flag = campaign_send_has_concurrency(cli)
+    flags = campaign_send_flags(cli)
+    has_flag = "--concurrency" in flags
     if has_flag:
         c = args.concurrency or CLI_DEFAULT_CONCURRENCY
         passed: int | None = c
@@ -1121,6 +1529,15 @@ def run(
             )
         )
 
+    processes: int | None = None
+    if args.processes is not None and "--processes" in flags:
+        processes = args.processes
+    elif args.processes is not None:
+        notes.append(
+            f"`gateway campaign send` has no --processes flag: --processes {args.processes}"
+            " was not passed (it rendered in its one process)"
+        )
+
     campaign_id, setup_figures = setup(cli, tmp, db, settings, n, args.setup, say)
 
     timeout = args.timeout or 300 + 0.01 * n
@@ -1130,7 +1547,7 @@ def run(
     say(f"gateway: `gateway campaign send {campaign_id}` to {n} contacts ...")
     sink.recipients("kh", n)  # forget whatever came before (nothing should have)
     m, watch, sink_figures, final = campaign_phase(
-        cli, sink, campaign_id, db, n, passed, timeout, profile_file, args.py_spy_rate
+        cli, sink, campaign_id, db, n, passed, timeout, profile_file, args.py_spy_rate, processes
     )
     recipients = sink.recipients("kh", n)
 
@@ -1183,12 +1600,15 @@ def run(
     peak_kib, peak_source = m.peak_kib()
     main_cpu = watch.threads_cpu.get(watch.main_tid, 0.0)  # the event loop's thread
     peak_mib = peak_kib / 1024
+    db_after = file_bytes(db)
     gw_bytes = sink_figures["bytes"] / max(sink_figures["received"], 1)
     result: dict[str, Any] = {
         "n": n,
         "database": f"SQLite {db}",
         "concurrency": c,
         "concurrency_flag": has_flag,
+        "processes": processes,
+        "processes_flag": "--processes" in flags,
         "cores": os.cpu_count(),
         "loadavg_at_start": load,
         "python": sys.version.split()[0],
@@ -1235,13 +1655,18 @@ def run(
             "memory_target_mib": MEMORY_TARGET_MIB,
             "memory_target_n": MEMORY_TARGET_N,
             "db_peak_mib": round(watch.db_peak / MIB, 1),
-            "db_after_mib": round(file_bytes(db) / MIB, 1),
+            "db_after_mib": round(db_after / MIB, 1),
+            "tree_rss_peak_mib": round(watch.tree_rss_peak, 1),
+            "tree_pss_peak_mib": round(watch.tree_pss_peak, 1),
             "sink_received": sink_figures["received"],
             "recipients": recipients,
             "final_status": final,
             "rss_timeline": watch.samples,
         },
         "status": status_data,
+        "targets": million_targets(
+            n, setup_figures, m.seconds, peak_mib, watch.tree_pss_peak, m.processes, db_after
+        ),
         "cli_status_seconds": round(status.seconds, 2),
         "profile": profile_data,
         "notes": notes,
@@ -1249,6 +1674,87 @@ def run(
         "failures": failures,
     }
     return result, reports
+
+
+WALL_TARGET_S = 600.0  # the 1,000,000-contact campaign: import + send under 10 minutes
+DB_TARGET_BYTES = 1_000_000_000  # and a database under 1 GB after it (file + WAL)
+IMPORT_TARGET_MB = 100.0  # `gateway contacts import` of 1,000,000 rows: peak RSS under 100 MB
+
+
+def million_targets(
+    n: int,
+    s: dict[str, Any],
+    send_seconds: float,
+    main_peak_mib: float,
+    tree_pss_mib: float,
+    processes: int,
+    db_bytes: int,
+) -> dict[str, Any]:
+    """The 1,000,000-contact goals, each with what this run measured and met or not. RSS
+    goals are in MB (10^6 bytes), as the goals are written; a MiB is 1.049 MB."""
+    imported = s["how"] == "import"
+    setup_s = s["import_seconds"] if imported else s["insert_seconds"]
+    wall = setup_s + send_seconds
+    send_mb = max(main_peak_mib, tree_pss_mib) * MIB / 1e6
+    rows = [
+        {
+            "goal": "import + send wall time",
+            "value": round(wall, 1),
+            "unit": "s",
+            "target": f"< {WALL_TARGET_S:.0f} s",
+            "met": wall < WALL_TARGET_S and imported,
+            "detail": f"`contacts import` {setup_s:.1f} s + `campaign send` {send_seconds:.1f} s"
+            + ("" if imported else " (contacts inserted with sqlite3, not imported: not the goal)"),
+        },
+        {
+            "goal": "send peak RSS",
+            "value": round(send_mb, 1),
+            "unit": "MB",
+            "target": f"< {MEMORY_TARGET_MIB:.0f} MB",
+            "met": send_mb < MEMORY_TARGET_MIB,
+            "detail": f"`campaign send` with all its {processes} processes: the larger of"
+            f" the main process's peak RSS ({main_peak_mib * MIB / 1e6:.0f} MB) and the"
+            " sampled peak of the sum of their proportional set sizes"
+            f" ({tree_pss_mib * MIB / 1e6:.0f} MB; a page they share counted once)",
+        },
+        {
+            "goal": "database after the campaign",
+            "value": round(db_bytes / 1e6, 1),
+            "unit": "MB",
+            "target": f"< {DB_TARGET_BYTES / 1e9:.0f} GB",
+            "met": db_bytes < DB_TARGET_BYTES,
+            "detail": "the SQLite file with its write-ahead log",
+        },
+    ]
+    if imported:
+        import_mb = s["import_peak_rss_mib"] * MIB / 1e6
+        rows.insert(
+            1,
+            {
+                "goal": "import peak RSS",
+                "value": round(import_mb, 1),
+                "unit": "MB",
+                "target": f"< {IMPORT_TARGET_MB:.0f} MB",
+                "met": import_mb < IMPORT_TARGET_MB,
+                "detail": "`gateway contacts import`",
+            },
+        )
+    return {"n": n, "goals_n": MEMORY_TARGET_N, "rows": rows}
+
+
+def targets_lines(t: dict[str, Any]) -> list[str]:
+    scale = (
+        ""
+        if t["n"] >= t["goals_n"]
+        else f" (this run N={t['n']:,}: the goals hold at {t['goals_n']:,}; run --million)"
+    )
+    lines = [f"  {t['goals_n']:,}-contact goals, measured in this run{scale}:"]
+    for row in t["rows"]:
+        lines.append(
+            f"    {row['goal']:<28} {row['value']:>9,.1f} {row['unit']:<2}  target {row['target']:<9}"
+            f"  {'MET' if row['met'] else 'MISSED'}   {row['detail']}"
+        )
+    return lines
 
 
 def human(r: dict[str, Any]) -> str:
@@ -1301,11 +1807,15 @@ def human(r: dict[str, Any]) -> str:
         + ("" if r["n"] >= MEMORY_TARGET_N else f" (at N={r['n']:,})"),
         f"    from {g['peak_source']} (ru_maxrss {g['ru_maxrss_mib']} MiB, VmHWM seen"
         f" {g['peak_vmhwm_mib']} MiB, this process {g['bench_rss_at_start_mib']} MiB at the start,"
-        f" {g['processes']} process{'es' if g['processes'] > 1 else ''})",
+        f" {g['processes']} process{'es' if g['processes'] > 1 else ''};"
+        f" all of them together: RSS summed {g['tree_rss_peak_mib']} MiB,"
+        f" proportional set size summed {g['tree_pss_peak_mib']} MiB)",
         "    RSS when delivered "
         + ", ".join(f"{k}: {v} MiB" for k, v in g["rss_mib_at_delivered"].items())
         + f"; database {s['db_mib_before']} MiB before, peak {g['db_peak_mib']} MiB, after {g['db_after_mib']} MiB",
     ]
+    if r.get("targets"):
+        lines += targets_lines(r["targets"])
     lines += outcome(
         r,
         "OK: the sink got exactly N gateway and N baseline messages, every recipient"
