@@ -203,8 +203,11 @@ class Worker:
                     unusable[item.id] = f"could not be rendered: {exc}"
             ready.append(item)
         if self.sign is not None:
+            from .dkim import sign_batch  # dkimpy is loaded only where mail is signed
+
             todo = [i for i in ready if i.id not in unusable]
-            signed = await asyncio.to_thread(_sign_all, self.sign, [i.raw or b"" for i in todo])
+            # One trip off the event loop per batch; a DKIMSigner's process does the work.
+            signed = await sign_batch(self.sign, [i.raw or b"" for i in todo])
             by_id: dict[int, OutboxItem] = {}
             for item, result in zip(todo, signed, strict=True):
                 if isinstance(result, Exception):
@@ -386,17 +389,6 @@ class Worker:
             "reason": reason,
             "created_at": now,
         }
-
-
-def _sign_all(sign: Callable[[bytes], bytes], messages: list[bytes]) -> list[bytes | Exception]:
-    """Runs in a thread: the RSA or Ed25519 operation releases the GIL."""
-    out: list[bytes | Exception] = []
-    for data in messages:
-        try:
-            out.append(sign(data))
-        except Exception as exc:
-            out.append(exc)
-    return out
 
 
 def _describe(outcome: Outcome) -> str:
