@@ -203,7 +203,7 @@ class Worker:
                     unusable[item.id] = f"could not be rendered: {exc}"
             ready.append(item)
         if self.sign is not None:
-            from .dkim import sign_batch  # dkimpy is loaded only where mail is signed
+            from .dkim_pool import sign_batch  # dkimpy is loaded only where mail is signed
 
             todo = [i for i in ready if i.id not in unusable]
             # One trip off the event loop per batch; a DKIMSigner's process does the work.

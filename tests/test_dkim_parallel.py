@@ -17,8 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 import gateway.dkim as gdkim
+import gateway.dkim_pool as pool_mod
 from gateway import Gateway, SendRequest
-from gateway.dkim import POOL_MIN_BATCH, DKIMSigner, sign_batch
+from gateway.dkim import DKIMSigner
+from gateway.dkim_pool import POOL_MIN_BATCH, pool_of, sign_batch, sign_many
 from gateway.errors import InvalidMessage
 from tests.smtp_server import RecordingSMTPServer
 
@@ -65,13 +67,13 @@ def message(i: int) -> bytes:
     ).encode("ascii")
 
 
-def child_of(signer: DKIMSigner) -> gdkim._Child | None:
-    return signer._pool.child
+def child_of(signer: DKIMSigner) -> pool_mod._Child | None:
+    return pool_of(signer).child
 
 
-def start_child(signer: DKIMSigner) -> gdkim._Child:
+def start_child(signer: DKIMSigner) -> pool_mod._Child:
     """The first big batch starts the child (and is signed in this process meanwhile)."""
-    signer.sign_many([message(i) for i in range(POOL_MIN_BATCH)])
+    sign_many(signer, [message(i) for i in range(POOL_MIN_BATCH)])
     child = child_of(signer)
     assert child is not None
     return child
@@ -97,7 +99,7 @@ def test_a_batch_signed_in_the_child_verifies_and_matches_in_process_signing(
     expected = [signer.sign(m, timestamp=NOW) for m in batch]
     start_child(signer)
     only_in_the_child(monkeypatch)
-    signed = signer.sign_many(batch, timestamp=NOW)
+    signed = sign_many(signer, batch, timestamp=NOW)
     assert signed == expected
     dns = lookup(signer)
     for data, out in zip(batch, signed, strict=True):
@@ -106,9 +108,9 @@ def test_a_batch_signed_in_the_child_verifies_and_matches_in_process_signing(
         assert dkim.verify(out, dnsfunc=dns) is True
     # and the next batch reuses the same process
     pid = child_of(signer).proc.pid  # type: ignore[union-attr]
-    assert all(isinstance(o, bytes) for o in signer.sign_many(batch))
+    assert all(isinstance(o, bytes) for o in sign_many(signer, batch))
     assert child_of(signer).proc.pid == pid  # type: ignore[union-attr]
-    signer._pool.close()
+    pool_of(signer).close()
 
 
 def test_ed25519_batches_are_signed_in_the_child_too(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,10 +123,10 @@ def test_ed25519_batches_are_signed_in_the_child_too(monkeypatch: pytest.MonkeyP
     expected = [signer.sign(m, timestamp=NOW) for m in batch]
     start_child(signer)
     only_in_the_child(monkeypatch)
-    signed = signer.sign_many(batch, timestamp=NOW)
+    signed = sign_many(signer, batch, timestamp=NOW)
     assert signed == expected
     assert all(dkim.verify(s, dnsfunc=lookup(signer)) for s in signed)  # type: ignore[arg-type]
-    signer._pool.close()
+    pool_of(signer).close()
 
 
 def test_a_message_that_cannot_be_signed_fails_alone(
@@ -136,17 +138,17 @@ def test_a_message_that_cannot_be_signed_fails_alone(
     expected = [signer.sign(m, timestamp=NOW) for i, m in enumerate(batch) if i != 3]
     start_child(signer)
     only_in_the_child(monkeypatch)
-    signed = signer.sign_many(batch, timestamp=NOW)
+    signed = sign_many(signer, batch, timestamp=NOW)
     assert isinstance(signed[3], InvalidMessage)
     assert "without a From header" in str(signed[3])
     assert [s for i, s in enumerate(signed) if i != 3] == expected
-    signer._pool.close()
+    pool_of(signer).close()
 
 
 def test_a_small_batch_starts_no_process(rsa_pem: bytes) -> None:
     signer = DKIMSigner(DOMAIN, SELECTOR, rsa_pem)
     batch = [message(i) for i in range(POOL_MIN_BATCH - 1)]
-    assert signer.sign_many(batch, timestamp=NOW) == [signer.sign(m, timestamp=NOW) for m in batch]
+    assert sign_many(signer, batch, timestamp=NOW) == [signer.sign(m, timestamp=NOW) for m in batch]
     assert child_of(signer) is None
 
 
@@ -155,19 +157,19 @@ def test_a_killed_child_loses_no_signature_and_is_replaced(rsa_pem: bytes) -> No
     batch = [message(i) for i in range(BATCH)]
     expected = [signer.sign(m, timestamp=NOW) for m in batch]
     first = start_child(signer)
-    assert signer.sign_many(batch, timestamp=NOW) == expected  # by the child
+    assert sign_many(signer, batch, timestamp=NOW) == expected  # by the child
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait()
     # The dead child is found out by this batch, which is signed here instead.
-    assert signer.sign_many(batch, timestamp=NOW) == expected
-    assert child_of(signer) is None and signer._pool.failures == 1
+    assert sign_many(signer, batch, timestamp=NOW) == expected
+    assert child_of(signer) is None and pool_of(signer).failures == 1
     # The next batch starts a new child, and the one after uses it.
-    assert signer.sign_many(batch, timestamp=NOW) == expected
+    assert sign_many(signer, batch, timestamp=NOW) == expected
     second = child_of(signer)
     assert second is not None and second.proc.pid != first.proc.pid
-    assert signer.sign_many(batch, timestamp=NOW) == expected
-    assert child_of(signer) is second and signer._pool.failures == 1
-    signer._pool.close()
+    assert sign_many(signer, batch, timestamp=NOW) == expected
+    assert child_of(signer) is second and pool_of(signer).failures == 1
+    pool_of(signer).close()
 
 
 def test_a_child_killed_in_the_middle_of_a_batch_loses_no_signature(rsa_pem: bytes) -> None:
@@ -178,27 +180,27 @@ def test_a_child_killed_in_the_middle_of_a_batch_loses_no_signature(rsa_pem: byt
     batch = [message(i) for i in range(300)]
     killer = threading.Timer(0.02, os.kill, (child.proc.pid, signal.SIGKILL))
     killer.start()
-    signed = signer.sign_many(batch, timestamp=NOW)
+    signed = sign_many(signer, batch, timestamp=NOW)
     killer.join()
     assert len(signed) == len(batch)
     dns = lookup(signer)
     for data, out in zip(batch, signed, strict=True):
         assert isinstance(out, bytes) and out.endswith(data)
         assert dkim.verify(out, dnsfunc=dns) is True
-    signer._pool.close()
+    pool_of(signer).close()
 
 
 def test_a_child_that_cannot_start_falls_back_for_good(
     rsa_pem: bytes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(gdkim, "_CHILD_CODE", "raise SystemExit(3)")
+    monkeypatch.setattr(pool_mod, "_CHILD_CODE", "raise SystemExit(3)")
     signer = DKIMSigner(DOMAIN, SELECTOR, rsa_pem)
     batch = [message(i) for i in range(POOL_MIN_BATCH)]
     expected = [signer.sign(m, timestamp=NOW) for m in batch]
     # Each attempt takes two batches: one starts the child, the next finds it gone.
-    for _ in range(2 * (gdkim._RESTARTS + 1) + 2):
-        assert signer.sign_many(batch, timestamp=NOW) == expected
-    assert signer._pool.failures == gdkim._RESTARTS + 1  # no further attempt after that
+    for _ in range(2 * (pool_mod._RESTARTS + 1) + 2):
+        assert sign_many(signer, batch, timestamp=NOW) == expected
+    assert pool_of(signer).failures == pool_mod._RESTARTS + 1  # no further attempt after that
     assert child_of(signer) is None
     assert "all the next ones" in caplog.text
 
@@ -210,7 +212,7 @@ def test_two_threads_signing_at_once_both_get_every_signature(rsa_pem: bytes) ->
     results: list[list[bytes | Exception]] = [[], []]
 
     def run(k: int) -> None:
-        results[k] = signer.sign_many(batches[k], timestamp=NOW)
+        results[k] = sign_many(signer, batches[k], timestamp=NOW)
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
     for t in threads:
@@ -219,7 +221,7 @@ def test_two_threads_signing_at_once_both_get_every_signature(rsa_pem: bytes) ->
         t.join()
     for k in range(2):
         assert results[k] == [signer.sign(m, timestamp=NOW) for m in batches[k]]
-    signer._pool.close()
+    pool_of(signer).close()
 
 
 def test_closing_the_signer_ends_its_child(rsa_pem: bytes) -> None:
@@ -289,8 +291,8 @@ async def test_lu5_worker_delivers_every_message_signed_across_a_child_crash(
         child.proc.wait()
         await gw.send_many(requests(2))
         assert (await gw.deliver(until_idle=True)).sent == BATCH
-        assert signer._pool.failures == 1
-        signer._pool.close()
+        assert pool_of(signer).failures == 1
+        pool_of(signer).close()
     received = smtp.messages
     assert sorted(r.rcpt_tos[0] for r in received) == sorted(
         f"person{i}@example.vn" for i in range(rounds * BATCH)
@@ -355,13 +357,13 @@ def test_headers_with_tabs_folds_and_double_spaces_sign_as_dkimpy_does(
 def test_a_hung_child_is_ended_and_its_batch_signed_here(
     rsa_pem: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gdkim, "CHILD_TIMEOUT", 0.3)
+    monkeypatch.setattr(pool_mod, "CHILD_TIMEOUT", 0.3)
     signer = DKIMSigner(DOMAIN, SELECTOR, rsa_pem)
     child = start_child(signer)
     os.kill(child.proc.pid, signal.SIGSTOP)  # alive, but never answers
     batch = [message(i) for i in range(BATCH)]
     started = time.monotonic()
-    assert signer.sign_many(batch, timestamp=NOW) == [signer.sign(m, timestamp=NOW) for m in batch]
+    assert sign_many(signer, batch, timestamp=NOW) == [signer.sign(m, timestamp=NOW) for m in batch]
     assert time.monotonic() - started < 5
     assert child.proc.wait(timeout=5) == -signal.SIGKILL
-    assert child_of(signer) is None and signer._pool.failures == 1
+    assert child_of(signer) is None and pool_of(signer).failures == 1
