@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -233,6 +234,9 @@ class _Pool:
 
 def _child_main() -> None:
     """The signing process: one setup frame (domain, selector, key), then batches until EOF."""
+    # Ctrl-C reaches the whole process group: the gateway stops cleanly, and this process
+    # ends when its input closes (a KeyboardInterrupt here would cost a batch and a traceback).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # only replies go down the pipe
     log.setLevel(logging.ERROR)  # the gateway has already warned about the key

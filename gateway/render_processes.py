@@ -224,30 +224,29 @@ class RenderProcesses:
         self, timeout: float, chunk: Sequence[Item], message_id: str | None
     ) -> list[Rendered]:
         loop = asyncio.get_running_loop()
-        child: _Child | None = None
         reading: asyncio.Future[Any] | None = None
+        # Waiting for a free child spends none of the chunk's time: only its render does.
+        child = await self._idle.get()
+        if child is None:
+            self._idle.put_nowait(None)
+            return await render_threads.render_many(self.renderer, timeout, chunk, message_id)
         try:
             async with asyncio.timeout(timeout * len(chunk) + GRACE):
-                child = await self._idle.get()
-                if child is None:
-                    self._idle.put_nowait(None)
-                    return await render_threads.render_many(
-                        self.renderer, timeout, chunk, message_id
-                    )
                 reading = loop.run_in_executor(
                     self._threads, child.exchange, (chunk, timeout, message_id)
                 )
                 # Shielded: after a timeout the read goes on until the child is killed.
                 done, error = await asyncio.shield(reading)
         except TimeoutError:
-            if child is not None:  # stuck past every deadline of its chunk: stop it
-                log.warning("a render process ran past its time and was replaced")
-                await self._replace(child, died=False, reading=reading)
+            # Stuck past every deadline of its chunk: stop it.
+            log.warning("a render process ran past its time and was replaced")
+            await self._replace(child, died=False, reading=reading)
             raise render_threads.out_of_time(timeout) from None
-        except (EOFError, OSError) as exc:
-            assert child is not None
+        except Exception as exc:
+            # It died (EOFError, OSError), or the chunk or its answer could not cross the
+            # pipe (a pickling error): the child's state is unknown, so it is replaced.
             log.warning(
-                "a render process died (%s); its %d message(s) are rendered in this process",
+                "a render process failed (%s); its %d message(s) are rendered in this process",
                 type(exc).__name__,
                 len(chunk),
             )

@@ -176,6 +176,32 @@ async def test_a_child_killed_in_the_middle_of_a_render_gives_the_same_messages(
         assert f"Người {c.id}" in body.get_body(("plain",)).get_content()  # type: ignore[attr-defined]
 
 
+async def test_a_chunk_that_cannot_cross_the_pipe_is_rendered_here_and_its_child_replaced(
+    gw: Gateway,
+):
+    """Not only a death: a chunk the pipe cannot carry (here an attribute that cannot be
+    pickled) leaves the child in an unknown state; it is replaced, the chunk rendered here,
+    and the pool keeps its size (no child lost for good, no later chunk waiting for it)."""
+    people = [
+        Contact(i, f"uid-{i}", f"p{i}@example.vn", f"Người {i}", "vi", "active") for i in range(4)
+    ]
+    odd = {"note": lambda: "cannot be pickled"}
+    items = [
+        (Draft(c.email, "s", "<p>Chào {{ contact.name }}</p>", None, "transactional"), c, odd)
+        for c in people
+    ]
+    async with gw.campaigns.render_processes(2):
+        pool = await pool_of(gw, 2)
+        before = set(pool.pids)
+        there = await pool.render_many(5.0, items)  # type: ignore[arg-type]
+        assert len(pool.pids) == 2 and set(pool.pids) != before
+        again = await pool.render_many(5.0, [(d, c, {}) for d, c, _ in items])
+    for rendered in (there, again):
+        assert [email.message_from_bytes(r.raw)["To"] for r in rendered] == [
+            c.email for c in people
+        ]
+
+
 @pytest.fixture
 async def quick_gw(env: dict[str, str], smtp: RecordingSMTPServer):
     env |= {"GATEWAY_SMTP_URL": smtp.url, "GATEWAY_RENDER_TIMEOUT": "1"}
@@ -285,3 +311,36 @@ async def test_children_are_forked_from_a_fork_server_never_from_this_threaded_p
             parent = int(stat.rpartition(")")[2].split()[1])
             assert parent != os.getpid()
             assert Path(f"/proc/{parent}/cmdline").read_bytes().find(b"forkserver") > 0
+
+
+def test_a_campaign_whose_render_processes_cannot_start_is_left_as_it_was(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """The processes start before the campaign does: when they cannot, `campaign send`
+    exits 1 with one line and the campaign is still a draft (not left sending, with no one
+    to deliver it)."""
+    from gateway.cli import main
+
+    async def setup() -> int:
+        async with Gateway.from_env(env) as gw:
+            await gw.add_topic("news", "Tin tức")
+            await audience(gw, tmp_path, 3)
+            return await campaign(gw)
+
+    campaign_id = asyncio.run(setup())
+
+    async def cannot(self: RenderProcesses) -> None:
+        raise OSError("Cannot allocate memory")
+
+    monkeypatch.setattr(RenderProcesses, "start", cannot)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["campaign", "send", str(campaign_id), "--processes", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not start 2 render processes" in err[0], err
+
+    async def state() -> str:
+        async with Gateway.from_env(env) as gw:
+            return (await gw.campaigns.status(campaign_id)).state
+
+    assert asyncio.run(state()) == "draft"

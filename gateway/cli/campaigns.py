@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email
 import email.policy
 import os
@@ -21,6 +22,7 @@ from ._common import (
     out,
     out_rows,
     read_file,
+    settle_memory,
     stop_on_signals,
 )
 
@@ -68,6 +70,14 @@ async def cmd_campaign_send(gw: Gateway, args: argparse.Namespace) -> int:
         return await _campaign_dry_run(gw, args)
     if args.processes < 1:
         raise GatewayError("--processes must be 1 or more (1 renders in this process)")
+    # The render processes start before the campaign does: when they cannot, it stays as it
+    # was. Detached or scheduled, this process renders nothing.
+    processes = 1 if args.detach or at is not None else args.processes
+    async with gw.campaigns.render_processes(processes):
+        return await _start_and_deliver(gw, args, at)
+
+
+async def _start_and_deliver(gw: Gateway, args: argparse.Namespace, at: float | None) -> int:
     state = await gw.campaigns.start(args.id, rate=args.rate, at=at)
     if state == "scheduled" and not args.detach:
         out(
@@ -94,6 +104,7 @@ async def cmd_campaign_send(gw: Gateway, args: argparse.Namespace) -> int:
     total = await gw.campaigns.audience_size(args.id)
     stop = asyncio.Event()
     stop_on_signals(stop)
+    settle_memory()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -120,12 +131,12 @@ async def cmd_campaign_send(gw: Gateway, args: argparse.Namespace) -> int:
                 if status.state in ("done", "cancelled", "paused"):
                     stop.set()
                     break
-                await asyncio.sleep(pause)
+                with contextlib.suppress(TimeoutError):  # Ctrl-C ends the wait at once
+                    await asyncio.wait_for(stop.wait(), min(pause, 5.0))
 
-        async with gw.campaigns.render_processes(args.processes):
-            watcher = asyncio.create_task(watch())
-            await gw.deliver(stop=stop)
-            await watcher
+        watcher = asyncio.create_task(watch())
+        await gw.deliver(stop=stop)
+        await watcher
     status = await gw.campaigns.status(args.id)
     out(
         args,

@@ -20,6 +20,7 @@ from ._common import (
     group,
     out,
     read_file,
+    settle_memory,
     stop_on_signals,
 )
 
@@ -58,6 +59,7 @@ async def cmd_worker(gw: Gateway, args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     stop = asyncio.Event()
     stop_on_signals(stop)
+    settle_memory()
     with console.status("delivering…") as status:
         stats = await gw.deliver(
             until_idle=args.until_idle,
@@ -116,6 +118,7 @@ def serve(gw: Gateway, args: argparse.Namespace) -> int:
     _say_check_errors()
     app = create_app(gw, worker=not args.no_worker, own=True)
     print(f"Gateway preference center on http://{args.host}:{args.port}", flush=True)
+    settle_memory()
     # uvicorn picks uvloop and httptools when installed (uvicorn[standard]): about three
     # times the plain asyncio server here.
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
