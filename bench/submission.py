@@ -50,10 +50,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import email.policy
 import email.utils
-import ipaddress
 import os
 import socket
 import ssl
@@ -86,6 +84,7 @@ from _common import (
     without_gateway_env,
     write_contacts_csv,
 )
+from _pg import TESTS
 from _proc import cpu_busy, other_pct, stat_cpu
 from _sink import (
     Sink,
@@ -151,42 +150,15 @@ def app_messages(n: int, category: str) -> list[tuple[str, bytes]]:
     return messages
 
 
-def certificate(tmp: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (ECDSA P-256) and its key, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.touch(mode=0o600)
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+def certificate(tmp: Path) -> Any:
+    """tests/tls.py's throwaway CA and server certificate for 127.0.0.1, written into tmp:
+    the gateway serves `cert_file`/`key_file`, the clients trust `client_context()`."""
+    sys.path.insert(0, str(TESTS))
+    try:
+        import tls  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(TESTS))
+    return tls.certificates(tmp)
 
 
 def free_port() -> int:
@@ -376,12 +348,12 @@ async def run(
         failures.append(f"raw: {recipients_problem(raw_rcpts)}")
     raw_rate = n / raw.seconds
 
-    cert_file, key_file = certificate(tmp)
+    certs = certificate(tmp)
     submission_port = free_port()
     extra = {
         "GATEWAY_SUBMISSION_SMTP": f"{HOST}:{submission_port}",
-        "GATEWAY_TLS_CERT": str(cert_file),
-        "GATEWAY_TLS_KEY": str(key_file),
+        "GATEWAY_TLS_CERT": str(certs.cert_file),
+        "GATEWAY_TLS_KEY": str(certs.key_file),
     }
     if args.dkim:
         say(f"generating a {args.dkim} DKIM key ...")
@@ -393,7 +365,7 @@ async def run(
     env = gateway_env(tmp, "gateway.db", sink.port, extra)
     say("setting up the gateway's database (untimed) ...")
     key = await setup_gateway(env, tmp, n, args.category)
-    context = ssl.create_default_context(cafile=str(cert_file))
+    context = certs.client_context()
 
     served = Served(env, tmp, submission_port)
     try:

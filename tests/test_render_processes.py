@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from smtp_server import RecordingSMTPServer
 from test_campaigns import audience, campaign, recipients
+from test_cli import run as gateway_cli
 
 from gateway import Gateway, render_processes, render_threads
 from gateway.records import Contact
@@ -107,6 +107,32 @@ async def test_a_page_rendered_in_child_processes_is_byte_identical_to_one_rende
     assert [bool(r.findings) for r in there] == [
         c.id == 4 and d < 2 for d in range(3) for c, _ in people
     ]
+
+
+async def test_the_published_templates_render_in_a_child_as_they_do_here(gw: Gateway):
+    """Inputs nobody here wrote: the 25 published templates of tests/corpus, whole
+    documents, as a campaign page rendered in children and in this process's threads."""
+    from test_corpus import TEMPLATES, source
+
+    topic = await gw.accepter.topic("news")
+    contact = Contact(1, "uid-an", "an@example.vn", "Nguyễn Văn An", "vi", "active")
+    items = [
+        (Draft(contact.email, path.stem, source(path), None, "marketing", topic), contact, {})
+        for path in TEMPLATES
+    ]
+    async with gw.campaigns.render_processes(2):
+        pool = await pool_of(gw, 2)
+        for _ in range(5):
+            second = int(time.time())
+            here = await render_threads.render_many(gw.renderer, 5.0, items)
+            there = await pool.render_many(5.0, items)
+            if int(time.time()) == second:
+                break
+        else:
+            pytest.fail("could not render both within one second")
+    assert len(there) == len(TEMPLATES) == 25
+    for a, b in zip(here, there, strict=True):
+        same_but_random(a, b)
 
 
 async def test_tp3_a_recipients_own_third_party_url_is_blocked_when_rendered_in_a_child(
@@ -259,13 +285,7 @@ async def test_a_child_that_does_not_answer_in_time_is_killed_and_the_render_ref
 
 def test_campaign_send_with_processes_from_the_command_line(env: dict[str, str], tmp_path: Path):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gateway", *args],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return gateway_cli(env, *args)
 
     (tmp_path / "body.html").write_text("<p>Xin chào {{ contact.name }}</p>", encoding="utf-8")
     people = "email,name\n" + "".join(f"p{i}@example.vn,Người {i}\n" for i in range(3))

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from ...errors import InvalidInput
 from ...i18n import N_
-from ...stats import CHARTED, Dashboard, dashboard
+from ...stats import CHARTED, METRICS, Dashboard, dashboard
 from . import i18n
 from .auth import require
 from .views import gateway, lang_of, page
@@ -33,15 +33,7 @@ SERIES = {
     "refused": (N_("Refusals"), N_("Refusals of promotional mail per day"), "#5b2a86"),
 }
 # The table's columns: every charted series, then the rest of what is counted.
-COLUMNS = (
-    *CHARTED,
-    "unsubscribed",
-    "sender_refused",
-    "accepted",
-    "suppressed",
-    "blocked",
-    "failed",
-)
+COLUMNS = METRICS
 COLUMN_NAMES = {
     **{metric: words[0] for metric, words in SERIES.items()},
     "unsubscribed": N_("Topic opt-outs"),
